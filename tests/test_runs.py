@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+
+from hebae import runs
+
+
+def _artifacts(workdir):
+    (workdir / "checkpoint.safetensors").write_bytes(b"weights")
+    return runs.Artifacts(history=[{"epoch": 1, "objective": 1.5}], metrics={"elbo": -99.0}, arrays={"mu": np.arange(6.0).reshape(2, 3)})
+
+
+def test_run_id_is_stable_and_order_free():
+    a = runs.run_id({"model": "hebae", "lam": 1.0, "seed": 0})
+    assert a == runs.run_id({"seed": 0, "lam": 1.0, "model": "hebae"})
+    assert a.startswith("hebae-") and len(a) == len("hebae-") + 12
+    assert a != runs.run_id({"model": "hebae", "lam": 0.3, "seed": 0})
+
+
+def test_trains_once_then_loads(tmp_path):
+    calls = []
+
+    def train(workdir):
+        calls.append(workdir)
+        return _artifacts(workdir)
+
+    config = {"model": "vae", "lam": 1.0}
+    first = runs.get_or_train(config, train, root=tmp_path)
+    second = runs.get_or_train(config, train, root=tmp_path)
+    assert len(calls) == 1 and first.path == second.path
+    assert second.config == config and second.metrics == {"elbo": -99.0}
+    assert second.history[0]["objective"] == 1.5
+    np.testing.assert_array_equal(second.arrays["mu"], np.arange(6.0).reshape(2, 3))
+    assert second.checkpoint.read_bytes() == b"weights"
+    prov = second.provenance
+    assert {"git_commit", "packages", "machine", "device", "wall_seconds", "started_utc"} <= prov.keys()
+    assert prov["packages"]["torch"]
+    assert runs.find(config, root=tmp_path).path == first.path
+    assert [r.id for r in runs.select(root=tmp_path, model="vae")] == [first.id]
+    assert runs.select(root=tmp_path, model="wae") == []
+
+
+def test_failed_training_leaves_nothing(tmp_path):
+    def train(workdir):
+        (workdir / "checkpoint.safetensors").write_bytes(b"half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        runs.get_or_train({"model": "vae"}, train, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    assert runs.find({"model": "vae"}, root=tmp_path) is None
+
+
+def test_config_that_cannot_be_stored_is_rejected_before_training(tmp_path):
+    with pytest.raises(ValueError):
+        runs.get_or_train({"model": "vae", "lam": float("nan")}, _artifacts, root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_smoke_config_has_its_own_id(monkeypatch):
+    config = {"model": "hebae", "epochs": 100}
+    monkeypatch.setenv("HEBAE_SMOKE", "0")
+    assert runs.apply_smoke(config) == config
+    monkeypatch.setenv("HEBAE_SMOKE", "1")
+    shrunk = runs.apply_smoke(config)
+    assert shrunk["epochs"] == 1 and shrunk["smoke"] is True
+    assert runs.run_id(shrunk) != runs.run_id(config)
+    monkeypatch.setenv("HEBAE_SMOKE", "yes")
+    with pytest.raises(ValueError, match="HEBAE_SMOKE must be '0' or '1'"):
+        runs.apply_smoke(config)
+
+
+def test_results_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEBAE_RESULTS_DIR", str(tmp_path))
+    run = runs.get_or_train({"model": "wae"}, _artifacts)
+    assert run.path.parent == tmp_path
+    assert json.loads((run.path / "config.json").read_text()) == {"model": "wae"}
