@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NBDIR := _build/nbval
+# The scale the book's pages run at when a run is not stored yet (paper | reduced | smoke).
+PROFILE ?= reduced
 GRID ?= mnist-paper
 DEVICE ?= auto
 JOBS ?= 1
@@ -26,7 +28,7 @@ test: notebooks
 	  $(PY) -m pytest tests $(NBDIR) --nbval-lax -p no:cacheprovider
 
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W --keep-going
+	HEBAE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W --keep-going
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
 
 clean:

@@ -58,17 +58,25 @@ def test_config_that_cannot_be_stored_is_rejected_before_training(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_smoke_config_has_its_own_id(monkeypatch):
+def test_profiles_give_their_own_ids(monkeypatch):
     config = {"model": "hebae", "epochs": 100}
     monkeypatch.setenv("HEBAE_SMOKE", "0")
-    assert runs.apply_smoke(config) == config
-    monkeypatch.setenv("HEBAE_SMOKE", "1")
-    shrunk = runs.apply_smoke(config)
-    assert shrunk["epochs"] == 1 and shrunk["smoke"] is True
-    assert runs.run_id(shrunk) != runs.run_id(config)
+    monkeypatch.delenv("HEBAE_PROFILE", raising=False)
+    assert runs.apply_profile(config) == config
+    monkeypatch.setenv("HEBAE_PROFILE", "reduced")
+    reduced = runs.apply_profile(config)
+    assert reduced["profile"] == "reduced" and reduced["epochs"] < 100
+    monkeypatch.setenv("HEBAE_SMOKE", "1")  # smoke wins
+    smoke = runs.apply_profile(config)
+    assert smoke["epochs"] == 1 and smoke["smoke"] is True and smoke["profile"] == "smoke"
+    assert len({runs.run_id(c) for c in (config, reduced, smoke)}) == 3
     monkeypatch.setenv("HEBAE_SMOKE", "yes")
     with pytest.raises(ValueError, match="HEBAE_SMOKE must be '0' or '1'"):
-        runs.apply_smoke(config)
+        runs.apply_profile(config)
+    monkeypatch.setenv("HEBAE_SMOKE", "0")
+    monkeypatch.setenv("HEBAE_PROFILE", "huge")
+    with pytest.raises(ValueError, match="HEBAE_PROFILE must be one of paper, reduced, smoke"):
+        runs.apply_profile(config)
 
 
 def test_results_root_from_environment(tmp_path, monkeypatch):

@@ -51,3 +51,19 @@ def smoke() -> bool:
     if value not in {"0", "1", ""}:
         raise ValueError(f"HEBAE_SMOKE must be '0' or '1', got {value!r}")
     return value == "1"
+
+
+PROFILES = ("paper", "reduced", "smoke")
+
+
+def profile() -> str:
+    """The scale runs are made at: ``$HEBAE_PROFILE`` (paper | reduced | smoke, default paper).
+
+    ``HEBAE_SMOKE=1`` is a shorthand for the smoke profile and wins over ``$HEBAE_PROFILE``.
+    """
+    if smoke():
+        return "smoke"
+    value = os.environ.get("HEBAE_PROFILE", "paper").strip() or "paper"
+    if value not in PROFILES:
+        raise ValueError(f"HEBAE_PROFILE must be one of {', '.join(PROFILES)}; got {value!r}")
+    return value

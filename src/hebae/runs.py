@@ -31,11 +31,17 @@ from typing import Callable
 
 import numpy as np
 
-from .paths import PROJECT_ROOT, results_root, smoke
+from .paths import PROJECT_ROOT, profile, results_root
 
-# Smoke runs shrink to seconds; the shrink is part of their config, so their ids differ from
-# full-scale ids and a smoke run can never overwrite a full-scale result.
-SMOKE = {"epochs": 1, "n_train": 512, "n_test": 256}
+# What each profile changes in a config. The change and the profile's name become part of the
+# config, so a reduced or smoke run has its own id and never overwrites a paper-scale result.
+PROFILES = {
+    "paper": {},
+    # Small enough to train on a 2-core CPU in minutes; every figure made from it says so.
+    "reduced": {"epochs": 10, "n_train": 10000},
+    # Seconds: for tests and CI.
+    "smoke": {"epochs": 1, "n_train": 512, "n_test": 256, "smoke": True},
+}
 
 
 def canonical(config: dict) -> str:
@@ -49,11 +55,15 @@ def run_id(config: dict) -> str:
     return f"{config.get('model', 'run')}-{digest}"
 
 
-def apply_smoke(config: dict) -> dict:
-    """The config as it runs now: shrunk and flagged when ``HEBAE_SMOKE=1``, else unchanged."""
-    if not smoke():
+def apply_profile(config: dict) -> dict:
+    """The config as it runs under the current profile (``$HEBAE_PROFILE``, ``HEBAE_SMOKE=1``).
+
+    At paper scale the config is unchanged; otherwise it is shrunk and names its profile.
+    """
+    name = profile()
+    if name == "paper":
         return dict(config)
-    return {**config, **SMOKE, "smoke": True}
+    return {**config, **PROFILES[name], "profile": name}
 
 
 @dataclass
@@ -210,5 +220,5 @@ def provenance(started: datetime, wall_seconds: float) -> dict:
         "device": _device_name(),
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_seconds": round(wall_seconds, 3),
-        "smoke": smoke(),
+        "profile": profile(),
     }

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 SCHEDULES = ("mnist", "celeba", "constant")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,8 +75,8 @@ def pick_device(device: str = "auto") -> torch.device:
     """``auto`` gives cuda when available, else cpu; ``cpu`` and ``cuda`` are taken as asked."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}; got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but no CUDA GPU is available; use auto or cpu")
     return torch.device(device)

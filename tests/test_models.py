@@ -1,0 +1,169 @@
+"""The models as the book defines them (loaded from the pages' ``model`` cells)."""
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from hebae import bounds, experiment
+from pages import model_class
+
+SHAPE = (1, 2, 2)  # four pixels
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {name: model_class(page, name) for page, name in [("vae", "VAE"), ("wae", "WAE"), ("hebae", "HEBAE")]}
+
+
+def _config(model, **kw):
+    config, _ = experiment.configure(model, dataset="synthetic", latent_dim=2, batch_size=4, **kw)
+    return config
+
+
+class Fixed(nn.Module):
+    """Stands in for an encoder or decoder: returns a fixed tensor whatever the input (a leading
+    dimension of 1 is broadcast over the batch)."""
+
+    def __init__(self, value):
+        super().__init__()
+        self.value = nn.Parameter(torch.as_tensor(value, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.value.expand(x.shape[0], *self.value.shape[1:]) if self.value.shape[0] == 1 else self.value
+
+
+X = torch.tensor([[1.0, 0.0, 1.0, 0.0]] * 4).reshape(4, *SHAPE)
+LOGITS = torch.tensor([[[[0.0, 1.0], [2.0, -1.0]]]])
+# Bernoulli NLL of X under LOGITS, pixel by pixel: log(1+e^-l) where x = 1, log(1+e^l) where x = 0.
+REC = math.log(2) + math.log(1 + math.e) + math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))
+
+
+def test_vae_loss_against_hand_computation(models):
+    vae = models["VAE"](_config("vae", lam=0.5), SHAPE)
+    mu, logvar = [1.0, 0.0], [0.0, math.log(4.0)]
+    vae.encoder, vae.decoder = Fixed([mu + logvar]), Fixed(LOGITS)
+    terms = vae.loss(X)
+    kl = 0.5 * ((1 + 1 - 1 - 0) + (4 + 0 - 1 - math.log(4)))
+    assert terms["rec"].item() == pytest.approx(REC, rel=1e-6)
+    assert terms["reg"].item() == pytest.approx(kl, rel=1e-6)
+    assert terms["objective"].item() == pytest.approx(REC + 0.5 * kl, rel=1e-6)
+
+
+@pytest.mark.parametrize("reparam", ["cholesky", "diagonal"])
+def test_hebae_regulariser_against_hand_computation(models, reparam):
+    hebae = models["HEBAE"](_config("hebae", lam=2.0, reparam=reparam), SHAPE)
+    # Means offset by β = (1, 1) with batch covariance diag(0.5, 2) (dividing by m = 4).
+    mu = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 2.0], [0.0, -2.0]]) + 1.0
+    hebae.encoder, hebae.decoder = Fixed(torch.cat([mu, torch.zeros(4, 2)], 1)), Fixed(LOGITS)
+    terms = hebae.loss(X)
+    reg = 0.5 * (0.5 + 2.0 - 2 - math.log(0.5 * 2.0)) + 0.5 * (1 + 1)
+    assert terms["reg"].item() == pytest.approx(reg, rel=1e-5)
+    assert terms["rec"].item() == pytest.approx(REC, rel=1e-6)
+    assert terms["objective"].item() == pytest.approx(REC + 2.0 * reg, rel=1e-5)
+    # Training updates the running Σ̂ that the test-time posterior uses.
+    assert hebae.running_sigma[1, 1] > 1.0
+
+
+def test_wae_loss_against_hand_computation(models):
+    wae = models["WAE"](_config("wae", lam=3.0), SHAPE)
+    codes = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    wae.encoder, wae.decoder = Fixed(codes), Fixed(LOGITS)
+    torch.manual_seed(0)
+    prior = torch.randn(4, 2)
+    torch.manual_seed(0)
+    terms = wae.loss(X)
+    assert terms["rec"].item() == pytest.approx(REC, rel=1e-6)
+    assert terms["reg"].item() == pytest.approx(bounds.mmd_imq(codes, prior).item(), rel=1e-6)
+    assert terms["objective"].item() == pytest.approx(REC + 3.0 * terms["reg"].item(), rel=1e-6)
+
+
+def test_mmd_imq_by_hand():
+    a = torch.tensor([[0.0], [1.0]])
+    kappa1 = sum(2 * s / (2 * s + 1) for s in (0.1, 0.2, 0.5, 1, 2, 5, 10))  # k = 1, distance² 1
+    # Unbiased estimate for two identical sets: (2κ₁ + 2κ₁)/2 − 2(7 + 7 + 2κ₁)/4 = κ₁ − 7.
+    assert bounds.mmd_imq(a, a).item() == pytest.approx(kappa1 - 7, rel=1e-6)
+    far = bounds.mmd_imq(torch.randn(200, 2), torch.randn(200, 2) + 3)
+    near = bounds.mmd_imq(torch.randn(200, 2), torch.randn(200, 2))
+    assert far > 0.1 > abs(near)
+
+
+@pytest.mark.parametrize("name", ["VAE", "WAE", "HEBAE"])
+def test_gradients_reach_encoder_and_decoder(models, name):
+    torch.manual_seed(0)
+    model = models[name](_config(name.lower()), (1, 8, 8))
+    model.loss(torch.rand(16, 1, 8, 8))["objective"].backward()
+    for part in (model.encoder, model.decoder):
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert all(g.abs().sum() > 0 for g in grads)
+
+
+def test_cholesky_and_diagonal_agree_when_sigma_is_diagonal():
+    torch.manual_seed(0)
+    mu, log_scale, eps = torch.randn(5, 3), torch.randn(5, 3), torch.randn(5, 3)
+    sigma = torch.diag(torch.tensor([0.5, 2.0, 1.5]))
+    chol = bounds.reparameterise_cholesky(mu, log_scale, sigma, eps, jitter=0.0)
+    diag = bounds.reparameterise_diagonal_shortcut(mu, log_scale, sigma, eps)
+    torch.testing.assert_close(chol, diag)
+    # ... and differ when it is not.
+    sigma[0, 1] = sigma[1, 0] = 0.6
+    chol = bounds.reparameterise_cholesky(mu, log_scale, sigma, eps, jitter=0.0)
+    assert not torch.allclose(chol, bounds.reparameterise_diagonal_shortcut(mu, log_scale, sigma, eps))
+
+
+def test_hebae_posteriors_agree_when_running_sigma_is_diagonal(models):
+    x = torch.rand(6, *SHAPE)
+    out = {}
+    for reparam in ("cholesky", "diagonal"):
+        torch.manual_seed(0)
+        model = models["HEBAE"](_config("hebae", reparam=reparam), SHAPE).eval()
+        model.running_sigma.copy_(torch.diag(torch.tensor([0.5, 2.0])))
+        q = model.posterior(x)
+        out[reparam] = (q.mean, q.variance)
+    torch.testing.assert_close(out["cholesky"][0], out["diagonal"][0])
+    torch.testing.assert_close(out["cholesky"][1], out["diagonal"][1], atol=1e-5, rtol=1e-5)
+
+
+BAD = [
+    (dict(model="gan"), "model must be one of vae, wae, hebae"),
+    (dict(dataset="cifar"), "dataset must be one of mnist, celeba, synthetic"),
+    (dict(lam=-1.0), "lam must be >= 0.0"),
+    (dict(lam=float("nan")), "lam must be finite"),
+    (dict(lam=float("inf")), "lam must be finite"),
+    (dict(lam="0.3x"), "lam must be a number"),
+    (dict(latent_dim=0), "latent_dim must be >= 1"),
+    (dict(latent_dim=2.5), "latent_dim must be an integer"),
+    (dict(epochs="ten"), "epochs must be an integer"),
+    (dict(lr=0.0), "lr must be > 0"),
+    (dict(device="tpu"), "device must be one of auto, cpu, cuda"),
+    (dict(model="hebae", batch_size=1), "batch_size must be >= 2 for hebae"),
+    (dict(model="hebae", latent_dim=20, batch_size=16), "latent_dim must be < batch_size for hebae"),
+    (dict(model="hebae", reparam="qr"), "reparam must be one of cholesky, diagonal"),
+    (dict(model="vae", reparam="cholesky"), "reparam applies only to hebae"),
+    (dict(seed=True), "seed must be an integer"),
+]
+
+
+@pytest.mark.parametrize("kwargs,message", BAD, ids=[m for _, m in BAD])
+def test_bad_parameters_name_parameter_and_allowed_values(kwargs, message):
+    kwargs = dict(kwargs)
+    model = kwargs.pop("model", "vae")
+    with pytest.raises(ValueError, match=message):
+        experiment.configure(model, **kwargs)
+
+
+def test_bad_parameter_through_papermill_leaves_no_result(tmp_path):
+    results = tmp_path / "results"
+    env = {**os.environ, "HEBAE_RESULTS_DIR": str(results), "HEBAE_SMOKE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-m", "hebae.papermill", "book/hebae.md", str(tmp_path / "out.ipynb"), "-p", "lam", "-1"],
+        cwd=experiment.runs.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode != 0
+    assert "lam must be >= 0.0; got -1.0" in out.stdout + out.stderr
+    assert not results.exists() or not any(results.iterdir())
