@@ -4,8 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NBDIR := _build/nbval
-# The scale the book's pages run at when a run is not stored yet (paper | reduced | smoke).
-PROFILE ?= reduced
 GRID ?= mnist-paper
 DEVICE ?= auto
 JOBS ?= 1
@@ -27,9 +25,21 @@ test: notebooks
 	HEBAE_SMOKE=1 HEBAE_RESULTS_DIR=$(CURDIR)/_build/smoke-results HEBAE_FIGURES_DIR=$(CURDIR)/_build/smoke-figures \
 	  $(PY) -m pytest tests $(NBDIR) --nbval-lax -p no:cacheprovider
 
+# The scale runs are made at (paper | reduced | smoke): the book renders the reduced-profile
+# runs stored in results/ until paper-scale runs are stored; `make reproduce` makes paper scale.
+book: PROFILE ?= reduced
+reproduce: PROFILE ?= paper
+
 book: $(STAMP)
 	HEBAE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W --keep-going
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
+
+# The paper's MNIST grid as concurrent papermill runs; stored runs are skipped.
+reproduce: $(STAMP)
+	HEBAE_PROFILE=$(PROFILE) $(PY) tools/reproduce.py --grid $(GRID) --device $(DEVICE) --jobs $(JOBS)
+
+benchmark: $(STAMP)
+	$(PY) benchmarks/epoch_time.py --device $(DEVICE)
 
 clean:
 	rm -rf _build

@@ -32,7 +32,7 @@ DEFAULT_LAM = {  # VAE and HEBAE: λ = 1; WAE: λ = 10 on MNIST and 0.001 on Cel
     "hebae": {"mnist": 1.0, "celeba": 1.0, "synthetic": 1.0},
     "wae": {"mnist": 10.0, "celeba": 1e-3, "synthetic": 10.0},
 }
-N_IW = 500  # test images behind the importance-weighted log-likelihood (16 at smoke scale)
+N_IW = 500  # test images behind the importance-weighted log-likelihood (profiles may shrink it)
 K_IW = 1000  # importance samples per image
 N_KEEP = 1000  # test latents kept in the run for the mutual-information chapter
 
@@ -98,6 +98,7 @@ def configure(
         "likelihood": paper["likelihood"],
         "n_train": None if n_train is None else _at_least("n_train", n_train, 2),
         "n_test": None if n_test is None else _at_least("n_test", n_test, 2),
+        "n_iw": N_IW,
     }
     if config["lr"] <= 0:
         raise ValueError(f"lr must be > 0; got {config['lr']!r}")
@@ -160,7 +161,7 @@ def measure(model, test_images: torch.Tensor, config: dict, device) -> runs.Arti
     }
     if probabilistic:
         metrics_out.update({f"test_{k}": v for k, v in metrics.elbo(model, test_images).items()})
-        iw_images = test_images[: 16 if config.get("smoke") else N_IW]
+        iw_images = test_images[: config["n_iw"]]
         log_px = metrics.iw_log_likelihood(model, iw_images, samples=K_IW)
         metrics_out.update(iw_log_likelihood=float(log_px.mean()), iw_samples=K_IW, iw_images=len(iw_images))
         keep = test_images[:N_KEEP].to(device)

@@ -38,9 +38,9 @@ from .paths import PROJECT_ROOT, profile, results_root
 PROFILES = {
     "paper": {},
     # Small enough to train on a 2-core CPU in minutes; every figure made from it says so.
-    "reduced": {"epochs": 10, "n_train": 10000},
+    "reduced": {"epochs": 20, "n_train": 10000, "n_iw": 100},
     # Seconds: for tests and CI.
-    "smoke": {"epochs": 1, "n_train": 512, "n_test": 256, "smoke": True},
+    "smoke": {"epochs": 1, "n_train": 512, "n_test": 256, "n_iw": 16, "smoke": True},
 }
 
 
