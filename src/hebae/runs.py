@@ -38,7 +38,7 @@ from .paths import PROJECT_ROOT, profile, results_root
 PROFILES = {
     "paper": {},
     # Small enough to train on a 2-core CPU in minutes; every figure made from it says so.
-    "reduced": {"epochs": 20, "n_train": 10000, "n_iw": 100},
+    "reduced": {"epochs": 10, "n_train": 10000, "n_iw": 100},
     # Seconds: for tests and CI.
     "smoke": {"epochs": 1, "n_train": 512, "n_test": 256, "n_iw": 16, "smoke": True},
 }
