@@ -24,4 +24,4 @@ def staging(tmp_path, monkeypatch) -> Path:
 
 import sys
 
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "book"))  # book/pages.py loads the models from their pages

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
@@ -57,3 +58,35 @@ def test_latent_summary_counts_active_dims_and_correlation():
     assert s["mean_abs_offdiag_corr"] < 0.02
     z[:, 1] = z[:, 0]
     assert metrics.latent_summary(z)["corr"][0, 1] == pytest.approx(1.0)
+
+
+class FixedPosterior(torch.nn.Module):
+    """A 'model' whose posterior for example i is N(centres[i], scale² I)."""
+
+    def __init__(self, centres, scale):
+        super().__init__()
+        self.centres, self.scale = centres, scale
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def posterior(self, idx):
+        loc = self.centres[idx.long()]
+        return Independent(Normal(loc, torch.full_like(loc, self.scale)), 1)
+
+
+@pytest.mark.parametrize("scale,low,high", [(1e-3, 0.99, 1.0), (1e3, 0.0, 0.01)])
+def test_index_code_mi_between_zero_and_log_n(scale, low, high):
+    n = 64
+    centres = torch.randn(n, 3) * 5
+    model = FixedPosterior(centres, scale)
+    mi = metrics.index_code_mi(model, torch.arange(n), samples=20)
+    # Separated posteriors identify their example: I = log N; overlapping ones carry nothing.
+    # (Monte Carlo noise may dip a hair below 0 when the posteriors coincide.)
+    assert low * math.log(n) - 1e-2 <= mi <= high * math.log(n) + 1e-6
+
+
+def test_mic_of_noiseless_function_and_of_noise():
+    rng = np.random.default_rng(0)
+    x = np.arange(1000.0)
+    mic, tic = metrics.mic_tic(x, np.stack([np.sin(x / 50), rng.normal(size=1000)], 1))
+    assert mic[0] > 0.95
+    assert mic[1] < 0.25 and tic[1] < tic[0]

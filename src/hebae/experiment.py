@@ -7,6 +7,7 @@ way for every model, so the model pages hold only what differs: the objective.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Callable
@@ -34,7 +35,8 @@ DEFAULT_LAM = {  # VAE and HEBAE: λ = 1; WAE: λ = 10 on MNIST and 0.001 on Cel
 }
 N_IW = 500  # test images behind the importance-weighted log-likelihood (profiles may shrink it)
 K_IW = 1000  # importance samples per image
-N_KEEP = 1000  # test latents kept in the run for the mutual-information chapter
+N_KEEP = 1000  # test latents kept in the run; also the N of the index-code mutual information
+N_MIC, DRAWS_MIC = 200, 5  # MIC/TIC: test points, posterior draws per point (benchmarks/mic.py)
 
 
 def _number(name: str, value, *, integer: bool = False) -> float | int:
@@ -118,9 +120,15 @@ def configure(
     return runs.apply_profile(config), device
 
 
+@functools.lru_cache(maxsize=4)
+def _load(dataset: str, split: str) -> data.Split:
+    # A results chapter trains many runs in one process; decode the data once.
+    return data.load(dataset, split)
+
+
 def load_data(config: dict) -> tuple[data.Split, data.Split]:
-    train_split = data.load(config["dataset"], "train").subset(config["n_train"])
-    test_split = data.load(config["dataset"], "test").subset(config["n_test"])
+    train_split = _load(config["dataset"], "train").subset(config["n_train"])
+    test_split = _load(config["dataset"], "test").subset(config["n_test"])
     return train_split, test_split
 
 
@@ -164,9 +172,20 @@ def measure(model, test_images: torch.Tensor, config: dict, device) -> runs.Arti
         iw_images = test_images[: config["n_iw"]]
         log_px = metrics.iw_log_likelihood(model, iw_images, samples=K_IW)
         metrics_out.update(iw_log_likelihood=float(log_px.mean()), iw_samples=K_IW, iw_images=len(iw_images))
-        keep = test_images[:N_KEEP].to(device)
-        q = model.posterior(keep)
-        arrays["test_posterior_std"] = q.variance.sqrt().cpu().numpy().astype(np.float32)
+        keep = test_images[:N_KEEP]
+        std = model.posterior(keep.to(device)).variance.sqrt().cpu()
+        arrays["test_posterior_std"] = std.numpy().astype(np.float32)
+        metrics_out.update(index_code_mi=metrics.index_code_mi(model, keep), index_code_mi_n=len(keep))
+    else:
+        std = torch.zeros_like(mu)
+    # MIC needs only each dimension's marginal, z_ij = μ_ij + sd_ij ε, exact for every posterior.
+    gen = torch.Generator().manual_seed(config["seed"])
+    n_mic = min(N_MIC, len(mu))
+    eps = torch.randn(DRAWS_MIC, n_mic, mu.shape[1], generator=gen)
+    draws = (mu[:n_mic] + std[:n_mic] * eps).reshape(-1, mu.shape[1]).numpy()
+    index = np.tile(np.arange(n_mic), DRAWS_MIC)
+    arrays["mic"], arrays["tic"] = metrics.mic_tic(index, draws)
+    metrics_out.update(mean_mic=float(arrays["mic"].mean()), mean_tic=float(arrays["tic"].mean()), mic_points=n_mic, mic_draws=DRAWS_MIC)
     gen = torch.Generator().manual_seed(config["seed"])
     z = torch.randn(64, config["latent_dim"], generator=gen).to(device)
     arrays["samples"] = _to_uint8(model.decode(z))

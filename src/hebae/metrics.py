@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal
 
@@ -96,3 +97,45 @@ def latent_summary(mu: torch.Tensor, *, active_threshold: float = 0.01) -> dict:
         "active_dims": int((cov.diagonal() > active_threshold).sum()),
         "mean_abs_offdiag_corr": float(corr[off].abs().mean()) if k > 1 else 0.0,
     }
+
+
+@torch.no_grad()
+def index_code_mi(model, images: torch.Tensor, *, samples: int = 10, chunk: int = 500, seed: int = 0) -> float:
+    """The index-code mutual information I(i; z) of the paper's Eq. 10, by Monte Carlo.
+
+    With i uniform over the N given examples and z ~ q(z | x_i), the aggregate posterior is the
+    mixture q(z) = (1/N) Σ_j q(z | x_j), and
+
+        I(i; z) = E_i E_{z ~ q(z | x_i)} [log q(z | x_i) − log q(z)]  ≤  log N.
+
+    Every log q(z | x_j) is evaluated exactly; only the outer expectation is sampled.
+    """
+    device = next(model.parameters()).device
+    x = images.to(device)
+    n = x.shape[0]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        q = model.posterior(x)
+        z = q.sample((samples,))  # (S, N, k)
+    own = q.log_prob(z).reshape(-1)  # log q(z_is | x_i)
+    flat = z.reshape(-1, 1, z.shape[-1])
+    mix = torch.cat([torch.logsumexp(q.log_prob(flat[c : c + chunk]), dim=1) for c in range(0, flat.shape[0], chunk)])
+    return float((own - mix).mean() + math.log(n))
+
+
+def mic_tic(index: np.ndarray, codes: np.ndarray, *, alpha: float = 0.6, c: float = 15, est: str = "mic_approx") -> tuple[np.ndarray, np.ndarray]:
+    """MIC and TIC (minepy) between a sample index and each latent dimension.
+
+    ``index`` (n,) holds the example each row of ``codes`` (n, k) was drawn for; returns two
+    arrays of length k. The MINE settings are minepy's defaults (alpha 0.6, c 15, mic_approx).
+    """
+    from minepy import MINE
+
+    mine = MINE(alpha=alpha, c=c, est=est)
+    mic, tic = [], []
+    x = np.asarray(index, dtype=float)
+    for j in range(codes.shape[1]):
+        mine.compute_score(x, np.asarray(codes[:, j], dtype=float))
+        mic.append(mine.mic())
+        tic.append(mine.tic())
+    return np.array(mic), np.array(tic)

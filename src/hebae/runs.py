@@ -222,3 +222,10 @@ def provenance(started: datetime, wall_seconds: float) -> dict:
         "wall_seconds": round(wall_seconds, 3),
         "profile": profile(),
     }
+
+
+def frame(stored: list[Run]):
+    """One row per run: its config, then its final metrics (a pandas DataFrame)."""
+    import pandas as pd
+
+    return pd.DataFrame([{"run": r, **r.config, **r.metrics} for r in stored])
