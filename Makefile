@@ -32,6 +32,7 @@ reproduce: PROFILE ?= paper
 
 book: $(STAMP)
 	HEBAE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W --keep-going
+	$(PY) tools/sync_readme.py
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
 
 # The paper's MNIST grid as concurrent papermill runs; stored runs are skipped.

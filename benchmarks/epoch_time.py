@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
 
 from hebae import data, experiment, train  # noqa: E402
 from pages import model_class  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import jupytext
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]  # the repository
 
 
 def model_namespace(page: str) -> dict:

@@ -84,3 +84,15 @@ def test_results_root_from_environment(tmp_path, monkeypatch):
     run = runs.get_or_train({"model": "wae"}, _artifacts)
     assert run.path.parent == tmp_path
     assert json.loads((run.path / "config.json").read_text()) == {"model": "wae"}
+
+
+def test_a_run_stored_meanwhile_by_another_process_wins(tmp_path):
+    config = {"model": "vae", "seed": 7}
+
+    def train_while_another_finishes(workdir):
+        runs.get_or_train(config, lambda w: runs.Artifacts(metrics={"who": "other"}), root=tmp_path)
+        return runs.Artifacts(metrics={"who": "us"})
+
+    run = runs.get_or_train(config, train_while_another_finishes, root=tmp_path)
+    assert run.metrics == {"who": "other"}
+    assert [p.name for p in tmp_path.iterdir()] == [run.id]

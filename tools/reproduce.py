@@ -10,7 +10,6 @@ default); ``make reproduce`` sets it from PROFILE.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import sys
@@ -19,41 +18,21 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hebae import experiment, runs, train
+from hebae import experiment, grids, runs, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = (0, 1, 2)
-LAMBDAS = {
-    "mnist-paper": (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
-    "mnist-cpu": (0.01, 0.1, 1.0, 10.0, 100.0),
-}
 
 
-def grid(name: str) -> list[dict]:
-    """The page parameters of every run in grid ``name`` (duplicates removed, order kept)."""
-    if name not in LAMBDAS:
-        raise SystemExit(f"--grid must be one of {', '.join(LAMBDAS)}; got {name!r}")
-    points = []
-    for model, k, seed in itertools.product(("vae", "hebae"), (2, 5, 10, 20), SEEDS):  # Fig. 1a top
-        points.append({"model": model, "latent_dim": k, "seed": seed})
-    for model, lam, seed in itertools.product(("vae", "hebae"), LAMBDAS[name], SEEDS):  # Fig. 1a bottom
-        points.append({"model": model, "latent_dim": 20, "lam": lam, "seed": seed})
-    for model, k, seed in itertools.product(("vae", "wae", "hebae"), (10, 20), SEEDS):  # Fig. 2 and 4
-        points.append({"model": model, "latent_dim": k, "seed": seed})
-    unique, seen = [], set()
-    for p in points:
-        config, _ = experiment.configure(p["model"], dataset="mnist", latent_dim=p["latent_dim"], lam=p.get("lam"), seed=p["seed"])
-        if runs.run_id(config) not in seen:
-            seen.add(runs.run_id(config))
-            unique.append({**p, "config": config})
-    return unique
+def configured(point: dict) -> dict:
+    config, _ = experiment.configure(point["model"], dataset="mnist", latent_dim=point["latent_dim"], lam=point["lam"], seed=point["seed"])
+    return {**point, "config": config}
 
 
 def execute(point: dict, device: str, threads: int) -> tuple[dict, int, str]:
     out = ROOT / "_build" / "reproduce" / f"{runs.run_id(point['config'])}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     params = ["-p", "latent_dim", str(point["latent_dim"]), "-p", "seed", str(point["seed"]), "-p", "device", device]
-    if "lam" in point:
+    if point["lam"] is not None:
         params += ["-p", "lam", repr(point["lam"])]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "hebae.papermill", f"book/{point['model']}.md", str(out), *params, "--no-progress-bar"]
@@ -63,14 +42,14 @@ def execute(point: dict, device: str, threads: int) -> tuple[dict, int, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", default="mnist-paper", help=f"one of {', '.join(LAMBDAS)}")
+    parser.add_argument("--grid", default="mnist-paper", choices=grids.GRIDS)
     parser.add_argument("--device", default="auto", choices=train.DEVICES)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to make, make none")
     args = parser.parse_args()
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1; got {args.jobs}")
-    points = grid(args.grid)
+    points = [configured(p) for p in grids.mnist(args.grid)]
     todo = [p for p in points if runs.find(p["config"]) is None]
     print(f"grid {args.grid}: {len(points)} runs, {len(points) - len(todo)} stored, {len(todo)} to make")
     if args.dry_run:

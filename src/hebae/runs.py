@@ -157,9 +157,15 @@ def get_or_train(
         if artifacts.arrays:
             np.savez_compressed(tmp / "arrays.npz", **artifacts.arrays)
         _write_json(tmp / "provenance.json", provenance(started, wall))
-        if final.exists():  # only with force=True
+        if final.exists() and force:
             shutil.rmtree(final)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "config.json").exists():
+                raise
+            # Another process stored the same run meanwhile: keep theirs, drop ours.
+            shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
