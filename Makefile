@@ -17,12 +17,13 @@ $(STAMP): pyproject.toml tools/setup_env.sh tools/build_minepy.sh
 	touch $@
 
 # Every notebook in _toc.yml, converted from MyST, executed at smoke scale by nbval; results of
-# these smoke runs go to a scratch folder, never into results/.
+# these smoke runs go to a scratch folder, never into results/. The results chapters import
+# book/pages.py (the model classes of the pages), hence PYTHONPATH.
 notebooks: $(STAMP)
-	rm -rf $(NBDIR) && $(PY) tools/toc_notebooks.py --out $(NBDIR)
+	rm -rf $(NBDIR) _build/smoke-results _build/smoke-figures && $(PY) tools/toc_notebooks.py --out $(NBDIR)
 
 test: notebooks
-	HEBAE_SMOKE=1 HEBAE_RESULTS_DIR=$(CURDIR)/_build/smoke-results HEBAE_FIGURES_DIR=$(CURDIR)/_build/smoke-figures \
+	PYTHONPATH=$(CURDIR)/book HEBAE_SMOKE=1 HEBAE_RESULTS_DIR=$(CURDIR)/_build/smoke-results HEBAE_FIGURES_DIR=$(CURDIR)/_build/smoke-figures \
 	  $(PY) -m pytest tests $(NBDIR) --nbval-lax -p no:cacheprovider
 
 # The scale runs are made at (paper | reduced | smoke): the book renders the reduced-profile

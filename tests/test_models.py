@@ -139,6 +139,7 @@ BAD = [
     (dict(latent_dim=0), "latent_dim must be >= 1"),
     (dict(latent_dim=2.5), "latent_dim must be an integer"),
     (dict(epochs="ten"), "epochs must be an integer"),
+    (dict(epochs=float("inf")), "epochs must be finite"),
     (dict(lr=0.0), "lr must be > 0"),
     (dict(device="tpu"), "device must be one of auto, cpu, cuda"),
     (dict(model="hebae", batch_size=1), "batch_size must be >= 2 for hebae"),

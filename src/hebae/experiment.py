@@ -43,10 +43,10 @@ def _number(name: str, value, *, integer: bool = False) -> float | int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{name} must be {kind}; got {value!r}")
-    if integer and value != int(value):
-        raise ValueError(f"{name} must be an integer; got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite; got {value!r}")
+    if integer and value != int(value):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
     return int(value) if integer else float(value)
 
 
