@@ -92,3 +92,10 @@ def test_bad_dataset_and_split_names():
         data.load("cifar")
     with pytest.raises(ValueError, match="split must be one of train, test"):
         data.load("synthetic", "valid")
+
+
+def test_limit_takes_the_first_examples(shared_data):
+    full = data.load("mnist", "test", root=shared_data)
+    few = data.load("mnist", "test", root=shared_data, limit=5)
+    assert torch.equal(few.images, full.images[:5]) and torch.equal(few.labels, full.labels[:5])
+    assert len(data.load("synthetic", "test", limit=7)) == 7

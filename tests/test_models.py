@@ -147,7 +147,18 @@ BAD = [
     (dict(model="hebae", reparam="qr"), "reparam must be one of cholesky, diagonal"),
     (dict(model="vae", reparam="cholesky"), "reparam applies only to hebae"),
     (dict(seed=True), "seed must be an integer"),
+    (dict(profile="huge"), "profile must be one of paper, reduced, smoke"),
 ]
+
+
+def test_celeba_config_follows_the_paper_and_shrinks_at_smoke_scale():
+    paper, _ = experiment.configure("hebae", dataset="celeba", profile="paper")
+    assert (paper["latent_dim"], paper["batch_size"], paper["lr"], paper["schedule"]) == (64, 100, 1e-4, "celeba")
+    assert paper["conv_channels"] == [128, 256, 512, 1024] and paper["likelihood"] == "mse"
+    smoke, _ = experiment.configure("hebae", dataset="celeba", profile="smoke")
+    assert smoke["conv_channels"] == [8, 16, 32, 64] and smoke["epochs"] == 1
+    wae, _ = experiment.configure("wae", dataset="celeba", profile="paper")
+    assert wae["lam"] == 1e-3
 
 
 @pytest.mark.parametrize("kwargs,message", BAD, ids=[m for _, m in BAD])

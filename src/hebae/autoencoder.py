@@ -11,7 +11,7 @@ from torch import nn
 from . import nets
 from .bounds import bernoulli_nll
 
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "mse")
 
 
 class Autoencoder(nn.Module):
@@ -32,7 +32,8 @@ class Autoencoder(nn.Module):
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {self.likelihood!r}")
         self.image_shape = tuple(image_shape)
-        net = nets.for_dataset(config["dataset"], image_shape, self.latent_dim, self.heads)
+        widths = {"channels": tuple(config["conv_channels"])} if "conv_channels" in config else {}
+        net = nets.for_dataset(config["dataset"], image_shape, self.latent_dim, self.heads, **widths)
         self.encoder, self.decoder = nets.build(net)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -46,12 +47,18 @@ class Autoencoder(nn.Module):
     def encode_mean(self, x: torch.Tensor) -> torch.Tensor:
         return self.encode(x)[0]
 
+    @property
+    def has_likelihood(self) -> bool:
+        """Whether the reconstruction term is a normalised −log p(x | z), so an ELBO exists."""
+        return self.likelihood == "bernoulli"
+
     def reconstruction_nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """−log p(x | z) per example: Bernoulli cross-entropy, or for ``gaussian`` the squared
-        error summed over pixels (a Gaussian decoder with variance ½, constants dropped)."""
+        """The reconstruction term per example: for ``bernoulli`` −log p(x | z), the cross-entropy
+        summed over pixels; for ``mse`` the squared error averaged over pixels, the official
+        code's CelebA loss (not a normalised likelihood, but it keeps λ on the official scale)."""
         if self.likelihood == "bernoulli":
             return bernoulli_nll(logits, x)
-        return (torch.sigmoid(logits) - x).pow(2).flatten(1).sum(1)
+        return (torch.sigmoid(logits) - x).pow(2).flatten(1).mean(1)
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x | z) for z of shape (..., m, k); returns shape (..., m)."""

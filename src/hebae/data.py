@@ -46,16 +46,17 @@ class Split:
         return Split(self.images[:n], labels)
 
 
-def load(name: str, split: str = "train", *, root: Path | None = None, **kwargs) -> Split:
-    """Load ``split`` of dataset ``name`` (one of ``DATASETS``)."""
+def load(name: str, split: str = "train", *, root: Path | None = None, limit: int | None = None, **kwargs) -> Split:
+    """Load ``split`` of dataset ``name`` (one of ``DATASETS``); its first ``limit`` examples."""
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     if name == "synthetic":
-        return synthetic(split, **kwargs)
-    loader = {"mnist": mnist, "celeba": celeba}[name]
-    return loader(split, root=root, **kwargs)
+        return synthetic(split, **kwargs).subset(limit)
+    if name == "celeba":  # decode only the images asked for
+        return celeba(split, root=root, limit=limit, **kwargs)
+    return mnist(split, root=root, **kwargs).subset(limit)
 
 
 # --------------------------------------------------------------------------------------- MNIST

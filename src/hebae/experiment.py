@@ -24,7 +24,7 @@ REPARAMS = ("cholesky", "diagonal")
 # The paper's settings (Appendix B and the official code), per dataset.
 PAPER = {
     "mnist": {"latent_dim": 20, "epochs": 100, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
-    "celeba": {"latent_dim": 64, "epochs": 100, "batch_size": 100, "lr": 1e-4, "schedule": "celeba", "likelihood": "gaussian"},
+    "celeba": {"latent_dim": 64, "epochs": 100, "batch_size": 100, "lr": 1e-4, "schedule": "celeba", "likelihood": "mse"},
     # Not in the paper: a small problem of known latent dimension (4) for quick experiments.
     "synthetic": {"latent_dim": 4, "epochs": 20, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
 }
@@ -37,6 +37,10 @@ N_IW = 500  # test images behind the importance-weighted log-likelihood (profile
 K_IW = 1000  # importance samples per image
 N_KEEP = 1000  # test latents kept in the run; also the N of the index-code mutual information
 N_MIC, DRAWS_MIC = 200, 5  # MIC/TIC: test points, posterior draws per point (benchmarks/mic.py)
+N_FID = 10000  # generated images behind a CelebA FID (against every test image we have)
+CONV_CHANNELS = [128, 256, 512, 1024]  # Appendix B
+# At smoke scale the conv nets shrink 16-fold in width: the paper's take minutes per batch on a CPU.
+SMOKE_CELEBA = {"conv_channels": [8, 16, 32, 64], "n_fid": 256}
 
 
 def _number(name: str, value, *, integer: bool = False) -> float | int:
@@ -66,6 +70,7 @@ def _choice(name: str, value, allowed) -> str:
 def configure(
     model: str,
     *,
+    profile: str | None = None,
     dataset: str = "mnist",
     latent_dim=None,
     lam=None,
@@ -81,7 +86,8 @@ def configure(
     """Check the parameters, fill ``None`` with the paper's setting, apply the profile.
 
     Returns ``(config, device)``: the config identifies the run; the device only says where it
-    trains. Bad input raises one ``ValueError`` naming the parameter and what it may be.
+    trains. ``profile`` overrides ``$HEBAE_PROFILE``. Bad input raises one ``ValueError``
+    naming the parameter and what it may be.
     """
     model = _choice("model", model, MODELS)
     dataset = _choice("dataset", dataset, data.DATASETS)
@@ -102,6 +108,8 @@ def configure(
         "n_test": None if n_test is None else _at_least("n_test", n_test, 2),
         "n_iw": N_IW,
     }
+    if dataset == "celeba":
+        config.update(conv_channels=CONV_CHANNELS, n_fid=N_FID)
     if config["lr"] <= 0:
         raise ValueError(f"lr must be > 0; got {config['lr']!r}")
     if model in ("hebae", "wae") and config["batch_size"] < 2:
@@ -117,19 +125,20 @@ def configure(
             )
     elif reparam is not None:
         raise ValueError(f"reparam applies only to hebae; got reparam={reparam!r} for {model}")
-    return runs.apply_profile(config), device
+    config = runs.apply_profile(config, profile)
+    if dataset == "celeba" and config.get("smoke"):
+        config.update(SMOKE_CELEBA)
+    return config, device
 
 
 @functools.lru_cache(maxsize=4)
-def _load(dataset: str, split: str) -> data.Split:
+def _load(dataset: str, split: str, limit: int | None) -> data.Split:
     # A results chapter trains many runs in one process; decode the data once.
-    return data.load(dataset, split)
+    return data.load(dataset, split, limit=limit)
 
 
 def load_data(config: dict) -> tuple[data.Split, data.Split]:
-    train_split = _load(config["dataset"], "train").subset(config["n_train"])
-    test_split = _load(config["dataset"], "test").subset(config["n_test"])
-    return train_split, test_split
+    return _load(config["dataset"], "train", config["n_train"]), _load(config["dataset"], "test", config["n_test"])
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -158,6 +167,7 @@ def measure(model, test_images: torch.Tensor, config: dict, device) -> runs.Arti
     """The numbers and arrays every run stores (history excluded)."""
     model.eval()
     probabilistic = hasattr(model, "posterior")
+    scored = probabilistic and model.has_likelihood  # an ELBO needs a normalised likelihood
     metrics_out = _test_objective(model, test_images, config["batch_size"], device)
     mu = _batched(model.encode_mean, test_images, device)
     summary = metrics.latent_summary(mu)
@@ -167,15 +177,15 @@ def measure(model, test_images: torch.Tensor, config: dict, device) -> runs.Arti
         "test_mu_cov": summary["cov"].numpy(),
         "test_mu": mu[:N_KEEP].numpy().astype(np.float32),
     }
-    if probabilistic:
+    if scored:
         metrics_out.update({f"test_{k}": v for k, v in metrics.elbo(model, test_images).items()})
         iw_images = test_images[: config["n_iw"]]
         log_px = metrics.iw_log_likelihood(model, iw_images, samples=K_IW)
         metrics_out.update(iw_log_likelihood=float(log_px.mean()), iw_samples=K_IW, iw_images=len(iw_images))
-        keep = test_images[:N_KEEP]
-        std = model.posterior(keep.to(device)).variance.sqrt().cpu()
+    if probabilistic:
+        metrics_out.update(index_code_mi=metrics.index_code_mi(model, test_images[:N_KEEP]), index_code_mi_n=min(N_KEEP, len(test_images)))
+        std = model.posterior(test_images[:N_KEEP].to(device)).variance.sqrt().cpu()
         arrays["test_posterior_std"] = std.numpy().astype(np.float32)
-        metrics_out.update(index_code_mi=metrics.index_code_mi(model, keep), index_code_mi_n=len(keep))
     else:
         std = torch.zeros_like(mu)
     # MIC needs only each dimension's marginal, z_ij = μ_ij + sd_ij ε, exact for every posterior.
@@ -191,7 +201,40 @@ def measure(model, test_images: torch.Tensor, config: dict, device) -> runs.Arti
     arrays["samples"] = _to_uint8(model.decode(z))
     originals = test_images[:16]
     arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
+    arrays["interpolations"] = _to_uint8(_interpolations(model, test_images, device))
+    if "n_fid" in config:
+        metrics_out.update(_fid(model, test_images, config, device))
     return runs.Artifacts(metrics=metrics_out, arrays=arrays)
+
+
+@torch.no_grad()
+def _interpolations(model, images: torch.Tensor, device, pairs: int = 4, steps: int = 8) -> torch.Tensor:
+    """Decoded straight lines between the codes of test images 2p and 2p+1: (pairs·steps, C, H, W)."""
+    mu = model.encode_mean(images[: 2 * pairs].to(device))
+    t = torch.linspace(0, 1, steps, device=device)[None, :, None]
+    line = mu[0::2, None] * (1 - t) + mu[1::2, None] * t  # (pairs, steps, k)
+    return model.decode(line.reshape(pairs * steps, -1)).cpu()
+
+
+@torch.no_grad()
+def _fid(model, test_images: torch.Tensor, config: dict, device) -> dict:
+    """Fréchet distance between ``n_fid`` decoder samples and every test image, on the best
+    feature extractor available (see ``hebae.fid``); the extractor's name is stored with it."""
+    from . import fid
+
+    extractor = fid.default_extractor(device)
+    gen = torch.Generator().manual_seed(config["seed"] + 1)
+    samples = torch.cat([
+        model.decode(torch.randn(min(500, config["n_fid"] - i), config["latent_dim"], generator=gen).to(device)).cpu()
+        for i in range(0, config["n_fid"], 500)
+    ])
+    distance = fid.frechet_distance(
+        fid.feature_stats(samples, extractor, device=device), fid.feature_stats(test_images, extractor, device=device)
+    )
+    return {
+        "fid": distance, "fid_extractor": extractor.name, "fid_comparable_to_published": extractor.comparable_to_published,
+        "fid_generated": config["n_fid"], "fid_test_images": len(test_images),
+    }
 
 
 def run(config: dict, build: Callable[[dict, tuple], torch.nn.Module], *, device: str = "auto", progress: bool = True) -> runs.Run:
@@ -207,11 +250,13 @@ def run(config: dict, build: Callable[[dict, tuple], torch.nn.Module], *, device
         test_images = test_split.images
 
         def evaluate(m, epoch):
-            return {f"test_{k}": v for k, v in metrics.elbo(m, test_images).items()} if hasattr(m, "posterior") else {}
+            scored = hasattr(m, "posterior") and m.has_likelihood
+            return {f"test_{k}": v for k, v in metrics.elbo(m, test_images).items()} if scored else {}
 
         tc = train.TrainConfig(
             epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],
-            schedule=config["schedule"], seed=config["seed"], bf16=config["dataset"] == "celeba",
+            schedule=config["schedule"], seed=config["seed"],
+            bf16=config["dataset"] == "celeba", channels_last=config["dataset"] == "celeba",
         )
         history = train.fit(model, train_split.images, tc, device=dev, evaluate=evaluate, progress=progress)
         artifacts = measure(model, test_images, config, dev)

@@ -55,12 +55,15 @@ def run_id(config: dict) -> str:
     return f"{config.get('model', 'run')}-{digest}"
 
 
-def apply_profile(config: dict) -> dict:
-    """The config as it runs under the current profile (``$HEBAE_PROFILE``, ``HEBAE_SMOKE=1``).
+def apply_profile(config: dict, name: str | None = None) -> dict:
+    """The config as it runs under profile ``name`` (default: the current one, from
+    ``$HEBAE_PROFILE`` or ``HEBAE_SMOKE=1``).
 
     At paper scale the config is unchanged; otherwise it is shrunk and names its profile.
     """
-    name = profile()
+    name = profile() if name is None else name
+    if name not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
     if name == "paper":
         return dict(config)
     return {**config, **PROFILES[name], "profile": name}

@@ -37,6 +37,7 @@ class TrainConfig:
     # resets Adam's moment estimates. Off by default: one optimiser for the whole run.
     reset_adam: bool = False
     bf16: bool = False  # autocast the forward pass to bfloat16 on CUDA (conv nets)
+    channels_last: bool = False  # NHWC memory layout on CUDA, which the conv kernels prefer
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -107,6 +108,9 @@ def fit(
     device = pick_device(device) if isinstance(device, str) else device
     model.to(device)
     data = images.to(device)
+    if config.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
     n = data.shape[0]
     batches = n // config.batch_size  # drop the ragged last batch: batch statistics need full batches
     if batches < 1:
