@@ -67,7 +67,9 @@ def save(fig, name: str) -> list[Path]:
     for ext in ("png", "pdf"):
         path = out / f"{name}.{ext}"
         tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.{ext}")
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        # No creation date in the PDF, so an unchanged figure is an unchanged file.
+        metadata = {"CreationDate": None} if ext == "pdf" else None
+        fig.savefig(tmp, dpi=150, bbox_inches="tight", metadata=metadata)
         os.replace(tmp, path)
         paths.append(path)
     return paths
