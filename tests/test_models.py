@@ -179,3 +179,17 @@ def test_bad_parameter_through_papermill_leaves_no_result(tmp_path):
     assert out.returncode != 0
     assert "lam must be >= 0.0; got -1.0" in out.stdout + out.stderr
     assert not results.exists() or not any(results.iterdir())
+
+
+def test_stored_checkpoint_reloads_the_same_model(models, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEBAE_RESULTS_DIR", str(tmp_path))
+    config, _ = experiment.configure("vae", dataset="synthetic", latent_dim=2, epochs=1, batch_size=64, n_train=256, n_test=64)
+    run = experiment.run(config, models["VAE"], device="cpu", progress=False)
+    model = experiment.load_model(run, models["VAE"], (1, 8, 8))
+    test_images = experiment.load_data(config)[1].images
+    # The reloaded encoder gives back the test-set means the run stored when it finished training.
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_mean(test_images).numpy(), run.arrays["test_mu"])
+    run.checkpoint.unlink()
+    with pytest.raises(FileNotFoundError, match="has no checkpoint"):
+        experiment.load_model(run, models["VAE"], (1, 8, 8))

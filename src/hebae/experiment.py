@@ -162,12 +162,17 @@ def _test_objective(model, images: torch.Tensor, batch_size: int, device) -> dic
     return {f"test_{k}": v / batches for k, v in sums.items()}
 
 
+def _has_elbo(model) -> bool:
+    """An ELBO needs a posterior and a normalised likelihood (not CelebA's pixel-mean MSE)."""
+    return hasattr(model, "posterior") and model.has_likelihood
+
+
 @torch.no_grad()
 def measure(model, test_images: torch.Tensor, config: dict, device) -> runs.Artifacts:
     """The numbers and arrays every run stores (history excluded)."""
     model.eval()
     probabilistic = hasattr(model, "posterior")
-    scored = probabilistic and model.has_likelihood  # an ELBO needs a normalised likelihood
+    scored = _has_elbo(model)
     metrics_out = _test_objective(model, test_images, config["batch_size"], device)
     mu = _batched(model.encode_mean, test_images, device)
     summary = metrics.latent_summary(mu)
@@ -250,8 +255,7 @@ def run(config: dict, build: Callable[[dict, tuple], torch.nn.Module], *, device
         test_images = test_split.images
 
         def evaluate(m, epoch):
-            scored = hasattr(m, "posterior") and m.has_likelihood
-            return {f"test_{k}": v for k, v in metrics.elbo(m, test_images).items()} if scored else {}
+            return {f"test_{k}": v for k, v in metrics.elbo(m, test_images).items()} if _has_elbo(m) else {}
 
         tc = train.TrainConfig(
             epochs=config["epochs"], batch_size=config["batch_size"], lr=config["lr"],

@@ -158,10 +158,14 @@ def fid(images_a, images_b, extractor: Extractor, **kwargs) -> float:
 
 def label(extractor: Extractor) -> str:
     """What to print next to a distance computed with ``extractor``."""
-    if extractor.comparable_to_published:
+    return label_for(extractor.name, extractor.comparable_to_published)
+
+
+def label_for(name: str, comparable_to_published: bool) -> str:
+    """The same label from what a run stores (its ``fid_extractor`` and comparability)."""
+    if comparable_to_published:
         return "FID (Inception, pytorch-fid)"
-    short = extractor.name.split(" (")[0]
-    return f"FD on {short} features — not comparable to published FID"
+    return f"FD on {name.split(' (')[0]} features — not comparable to published FID"
 
 
 def _checked_images(images) -> torch.Tensor:

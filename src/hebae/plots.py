@@ -50,7 +50,7 @@ def plot_history(run, keys=("objective", "rec", "reg"), ax=None):
     return fig
 
 
-def plot_samples(run, fig=None):
+def plot_samples(run):
     """Decoder samples from z ~ N(0, I) and test reconstructions (originals above, codes below)."""
     arrays = run.arrays
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
