@@ -7,6 +7,10 @@ NBDIR := _build/nbval
 GRID ?= mnist-paper
 DEVICE ?= auto
 JOBS ?= 1
+# book/pages.py (the model table) and book/verdicts.py are imported by name: pages executed by
+# jupyter-book and papermill run in book/; for everything else (pytest's notebook kernels, tools,
+# benchmarks) this is the one place that puts book/ on the path.
+export PYTHONPATH := $(CURDIR)/book
 
 .PHONY: setup test book notebooks reproduce benchmark clean
 
@@ -17,13 +21,12 @@ $(STAMP): pyproject.toml tools/setup_env.sh tools/build_minepy.sh
 	touch $@
 
 # Every notebook in _toc.yml, converted from MyST, executed at smoke scale by nbval; results of
-# these smoke runs go to a scratch folder, never into results/. The results chapters import
-# book/pages.py (the model classes of the pages), hence PYTHONPATH.
+# these smoke runs go to a scratch folder, never into results/.
 notebooks: $(STAMP)
 	rm -rf $(NBDIR) _build/smoke-results _build/smoke-figures && $(PY) tools/toc_notebooks.py --out $(NBDIR)
 
 test: notebooks
-	PYTHONPATH=$(CURDIR)/book HEBAE_SMOKE=1 HEBAE_RESULTS_DIR=$(CURDIR)/_build/smoke-results HEBAE_FIGURES_DIR=$(CURDIR)/_build/smoke-figures \
+	HEBAE_SMOKE=1 HEBAE_RESULTS_DIR=$(CURDIR)/_build/smoke-results HEBAE_FIGURES_DIR=$(CURDIR)/_build/smoke-figures \
 	  $(PY) -m pytest tests $(NBDIR) --nbval-lax -p no:cacheprovider
 
 # The scale runs are made at (paper | reduced | smoke): the book renders the reduced-profile
@@ -36,12 +39,14 @@ book: $(STAMP)
 	$(PY) tools/sync_readme.py
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
 
-# The paper's MNIST grid as concurrent papermill runs; stored runs are skipped.
+# A grid of runs (mnist-paper, mnist-cpu, mnist-ablations, celeba) as concurrent papermill runs;
+# stored runs are skipped.
 reproduce: $(STAMP)
-	HEBAE_PROFILE=$(PROFILE) $(PY) tools/reproduce.py --grid $(GRID) --device $(DEVICE) --jobs $(JOBS)
+	$(PY) tools/reproduce.py --grid $(GRID) --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/epoch_time.py --device $(DEVICE)
+	$(PY) benchmarks/celeba_throughput.py --device $(DEVICE)
 
 clean:
 	rm -rf _build

@@ -9,18 +9,12 @@ scales to one epoch of 60,000 images (468 full batches). Prints one line per mod
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book"))
-
-from hebae import data, experiment, train  # noqa: E402
-from pages import model_class  # noqa: E402
-
-PAGES = [("vae", "VAE"), ("wae", "WAE"), ("hebae", "HEBAE")]
+from hebae import data, experiment, train
+from pages import classes
 
 
 def main() -> None:
@@ -33,11 +27,11 @@ def main() -> None:
     per_epoch = images.shape[0] // 128
     name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"device: {name}; MNIST, k = 20, batch 128, {per_epoch} batches per epoch")
-    for page, cls in PAGES:
-        config, _ = experiment.configure(page, dataset="mnist", latent_dim=20)
+    for page, cls in classes().items():
+        config, _ = experiment.configure(cls, dataset="mnist", latent_dim=20, profile="paper")
         torch.manual_seed(0)
-        model = model_class(page, cls)(config, images.shape[1:]).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model = cls(config, images.shape[1:]).to(device)
+        optimizer = torch.optim.Adam(model.param_groups(), lr=1e-3)
         x_all = images[: 128 * (args.batches + 5)].to(device)
 
         def step(b):

@@ -1,16 +1,39 @@
-"""Load what a book page defines: the code cells tagged ``model``, executed in a fresh namespace.
+"""The book's model table, and the model classes loaded from the pages that define them.
 
-The models live on the pages; tests and benchmarks use this to get the very classes the book
-trains, without copying them.
+Adding a model to the book is one new page (``book/<name>.md``, its class in a code cell tagged
+``model``) plus one row in :data:`TABLE`. Everything else (the default λ, the model's own
+options, whether it has a posterior) the class itself declares (see ``hebae.autoencoder``).
+
+This module is found by name (``import pages``): pages executed by jupyter-book and papermill
+run in ``book/``; pytest and the Makefile put ``book/`` on the path.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import jupytext
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str  # id in configs and results; its page is book/<name>.md
+    cls: str  # the class the page defines
+    label: str  # in legends and titles
+    color: str  # one colour per model in every figure
+
+
+TABLE = (
+    Model("vae", "VAE", "VAE", "C0"),
+    Model("wae", "WAE", "WAE", "C2"),
+    Model("hebae", "HEBAE", "HEBAE", "C3"),
+)
+LABELS = {m.name: m.label for m in TABLE}
+COLORS = {m.name: m.color for m in TABLE}
 
 
 def model_namespace(page: str) -> dict:
@@ -27,3 +50,13 @@ def model_namespace(page: str) -> dict:
 
 def model_class(page: str, name: str):
     return model_namespace(page)[name]
+
+
+@functools.cache
+def classes() -> dict[str, type]:
+    """Every model of the table, by name, as its page defines it."""
+    return {m.name: model_class(m.name, m.cls) for m in TABLE}
+
+
+def default_lam(name: str, dataset: str) -> float:
+    return classes()[name].default_lam[dataset]

@@ -21,7 +21,3 @@ def staging(tmp_path, monkeypatch) -> Path:
     stage = tmp_path / "stage"
     monkeypatch.setattr("hebae.data.staging_root", lambda: stage)
     return stage
-
-import sys
-
-sys.path.insert(0, str(ROOT / "book"))  # book/pages.py loads the models from their pages

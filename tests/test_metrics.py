@@ -6,7 +6,7 @@ import torch
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from hebae import bounds, experiment, metrics
-from pages import model_class
+from pages import classes
 
 
 def test_kl_to_standard_normal_both_forms():
@@ -23,9 +23,9 @@ def test_kl_to_standard_normal_both_forms():
 
 @pytest.fixture(scope="module")
 def vae():
-    config, _ = experiment.configure("vae", dataset="synthetic", latent_dim=3, batch_size=8)
+    config, _ = experiment.configure(classes()["vae"], dataset="synthetic", latent_dim=3, batch_size=8)
     torch.manual_seed(0)
-    return model_class("vae", "VAE")(config, (1, 8, 8)).eval()
+    return classes()["vae"](config, (1, 8, 8)).eval()
 
 
 def test_elbo_is_minus_the_vae_objective_at_lambda_one(vae):
@@ -90,3 +90,54 @@ def test_mic_of_noiseless_function_and_of_noise():
     mic, tic = metrics.mic_tic(x, np.stack([np.sin(x / 50), rng.normal(size=1000)], 1))
     assert mic[0] > 0.95
     assert mic[1] < 0.25 and tic[1] < tic[0]
+
+
+def test_latent_summary_over_active_dimensions_ignores_collapsed_ones():
+    torch.manual_seed(0)
+    z = torch.randn(5000, 3)
+    z[:, 2] = 1e-3 * z[:, 0] + 1e-4 * torch.randn(5000)  # collapsed, and perfectly tied to dim 0
+    s = metrics.latent_summary(z)
+    assert s["active_dims"] == 2
+    assert s["mean_abs_offdiag_corr"] > 0.3  # inflated by the collapsed dimension
+    assert s["mean_abs_offdiag_corr_active"] < 0.05
+
+
+def test_mic_with_an_index_per_dimension():
+    rng = np.random.default_rng(0)
+    code = rng.normal(size=(300, 2))
+    index = np.arange(300)
+    ranks = code.argsort(0).argsort(0)
+    arbitrary = metrics.mic_tic(index, code)[0]
+    ranked = metrics.mic_tic(ranks, code)[0]
+    assert (ranked > 0.95).all() and (arbitrary < 0.5).all()
+    with pytest.raises(ValueError, match=r"index must have shape \(300,\) or \(300, 2\)"):
+        metrics.mic_tic(index[:10], code)
+
+
+def test_refit_scale_finds_the_noise_level_and_scores_held_out_images(vae):
+    x = torch.rand(400, 1, 8, 8)
+    out = metrics.refit_scale(vae, x, 200, samples=50, n_iw=20, seed=0)
+    assert out["refit_images"] == 200
+    assert out["refit_iw_log_likelihood"] >= out["refit_elbo"] - 5.0
+    # The refit must not touch the model: its parameters stay trainable and unchanged.
+    assert all(p.requires_grad for p in vae.parameters())
+    # A refit beats a deliberately bad fixed scale on the same held-out images.
+    bad = metrics._RefitPosterior(vae, torch.full((3,), 3.0))
+    assert out["refit_elbo"] > metrics.elbo(bad, x[200:400])["elbo"]
+
+
+@pytest.mark.parametrize("family", ["diagonal", "full"])
+def test_log_prob_matrix_matches_torch_distributions(family):
+    torch.manual_seed(0)
+    loc, scale = torch.randn(7, 3), torch.rand(7, 3) * 0.01 + 1e-3  # narrow, as HEBAE's
+    if family == "diagonal":
+        q = Independent(Normal(loc, scale), 1)
+    else:
+        r = torch.linalg.cholesky(torch.tensor([[1.0, 0.5, 0.1], [0.5, 2.0, 0.3], [0.1, 0.3, 0.7]]))
+        q = MultivariateNormal(loc, scale_tril=scale[:, :, None] * r)
+    z = q.sample((2,)).reshape(-1, 3)  # codes near the components, where log-densities are large
+    if family == "diagonal":  # the reference in float64 throughout
+        reference = Independent(Normal(loc.double(), scale.double()), 1)
+    else:
+        reference = MultivariateNormal(loc.double(), scale_tril=q.scale_tril.double())
+    torch.testing.assert_close(metrics.log_prob_matrix(q, z), reference.log_prob(z[:, None, :].double()), rtol=1e-9, atol=1e-6)

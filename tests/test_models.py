@@ -1,5 +1,6 @@
 """The models as the book defines them (loaded from the pages' ``model`` cells)."""
 
+import json
 import math
 import os
 import subprocess
@@ -9,19 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-from hebae import bounds, experiment
-from pages import model_class
+from hebae import bounds, experiment, metrics, profiles
+from pages import TABLE, classes
 
 SHAPE = (1, 2, 2)  # four pixels
 
 
 @pytest.fixture(scope="module")
 def models():
-    return {name: model_class(page, name) for page, name in [("vae", "VAE"), ("wae", "WAE"), ("hebae", "HEBAE")]}
+    return {m.cls: classes()[m.name] for m in TABLE}
 
 
 def _config(model, **kw):
-    config, _ = experiment.configure(model, dataset="synthetic", latent_dim=2, batch_size=4, **kw)
+    config, _ = experiment.configure(classes()[model], dataset="synthetic", latent_dim=2, batch_size=4, **kw)
     return config
 
 
@@ -129,8 +130,20 @@ def test_hebae_posteriors_agree_when_running_sigma_is_diagonal(models):
     torch.testing.assert_close(out["cholesky"][1], out["diagonal"][1], atol=1e-5, rtol=1e-5)
 
 
+def test_hebae_kl_follows_its_scale_however_small(models):
+    """The reported KL under N(0, I) must be the model's, not a jitter's: lowering every log
+    scale by 3 adds k·3 nats (−log|diag(s) Σ diag(s)|/2), down to scales far below any jitter."""
+    model = models["HEBAE"](_config("hebae"), SHAPE).eval()
+    model.running_sigma.copy_(torch.tensor([[1.0, 0.3], [0.3, 0.8]]))
+    kls = []
+    for log_s in (-4.0, -7.0, -10.0, -13.0):  # s² from 3e-4 down to 5e-12, far below a 1e-6 jitter
+        model.encoder = Fixed(torch.tensor([[0.5, -0.2, log_s, log_s]]))
+        kls.append(metrics.kl_to_standard_normal(model.posterior(torch.zeros(1, *SHAPE))).item())
+    steps = torch.diff(torch.tensor(kls))
+    torch.testing.assert_close(steps, torch.full((3,), 2 * 3.0), rtol=1e-4, atol=1e-3)  # k = 2, Δlog s = 3
+
+
 BAD = [
-    (dict(model="gan"), "model must be one of vae, wae, hebae"),
     (dict(dataset="cifar"), "dataset must be one of mnist, celeba, synthetic"),
     (dict(lam=-1.0), "lam must be >= 0.0"),
     (dict(lam=float("nan")), "lam must be finite"),
@@ -142,31 +155,88 @@ BAD = [
     (dict(epochs=float("inf")), "epochs must be finite"),
     (dict(lr=0.0), "lr must be > 0"),
     (dict(device="tpu"), "device must be one of auto, cpu, cuda"),
+    (dict(reset_adam="yes"), "reset_adam must be True or False"),
     (dict(model="hebae", batch_size=1), "batch_size must be >= 2 for hebae"),
+    (dict(model="wae", batch_size=1), "batch_size must be >= 2 for wae"),
     (dict(model="hebae", latent_dim=20, batch_size=16), "latent_dim must be < batch_size for hebae"),
     (dict(model="hebae", reparam="qr"), "reparam must be one of cholesky, diagonal"),
-    (dict(model="vae", reparam="cholesky"), "reparam applies only to hebae"),
+    (dict(model="vae", reparam="cholesky"), r"reparam is not a parameter of vae \(its own parameters: none\)"),
     (dict(seed=True), "seed must be an integer"),
     (dict(profile="huge"), "profile must be one of paper, reduced, smoke"),
 ]
 
 
-def test_celeba_config_follows_the_paper_and_shrinks_at_smoke_scale():
-    paper, _ = experiment.configure("hebae", dataset="celeba", profile="paper")
+def test_celeba_config_follows_the_official_code_and_shrinks_with_the_profile():
+    paper, _ = experiment.configure(classes()["hebae"], dataset="celeba", profile="paper")
     assert (paper["latent_dim"], paper["batch_size"], paper["lr"], paper["schedule"]) == (64, 100, 1e-4, "celeba")
     assert paper["conv_channels"] == [128, 256, 512, 1024] and paper["likelihood"] == "mse"
-    smoke, _ = experiment.configure("hebae", dataset="celeba", profile="smoke")
-    assert smoke["conv_channels"] == [8, 16, 32, 64] and smoke["epochs"] == 1
-    wae, _ = experiment.configure("wae", dataset="celeba", profile="paper")
-    assert wae["lam"] == 1e-3
+    assert paper["profile"] == "paper" and paper["epochs"] == 100
+    smoke, _ = experiment.configure(classes()["hebae"], dataset="celeba", profile="smoke")
+    assert smoke["conv_channels"] == [8, 16, 32, 64] and smoke["epochs"] == 1 and smoke["profile"] == "smoke"
+    for name in ("vae", "wae", "hebae"):  # λ = 0.001 for all three in the official CelebA code
+        assert experiment.configure(classes()[name], dataset="celeba", profile="paper")[0]["lam"] == 1e-3
+
+
+def test_an_explicit_value_wins_over_the_profile_and_every_size_is_in_the_config():
+    config, _ = experiment.configure(classes()["vae"], profile="reduced", epochs=3, n_train=2000)
+    assert (config["epochs"], config["n_train"]) == (3, 2000)
+    for key, value in profiles.sizes("reduced", "mnist").items():
+        if key not in ("epochs", "n_train"):
+            assert config[key] == value, key
+
+
+def test_the_environment_only_supplies_the_default_profile(monkeypatch):
+    monkeypatch.setenv("HEBAE_PROFILE", "reduced")
+    monkeypatch.delenv("HEBAE_SMOKE", raising=False)
+    assert experiment.configure(classes()["vae"])[0]["profile"] == "reduced"
+    assert experiment.configure(classes()["vae"], profile="paper")[0]["profile"] == "paper"
 
 
 @pytest.mark.parametrize("kwargs,message", BAD, ids=[m for _, m in BAD])
 def test_bad_parameters_name_parameter_and_allowed_values(kwargs, message):
     kwargs = dict(kwargs)
-    model = kwargs.pop("model", "vae")
+    model = classes()[kwargs.pop("model", "vae")]
     with pytest.raises(ValueError, match=message):
         experiment.configure(model, **kwargs)
+
+
+def test_model_must_be_a_page_class():
+    with pytest.raises(ValueError, match="model must be a subclass of hebae.autoencoder.Autoencoder"):
+        experiment.configure("vae")
+
+
+@pytest.mark.parametrize("name", [m.name for m in TABLE])
+def test_one_training_step_on_the_conv_nets_under_bf16_autocast(name):
+    """Every model trains on the CelebA nets under bf16 autocast (as on a GPU, or a CPU with AMX):
+    batch moments, log-determinants, Cholesky factors and the MMD stay in float32."""
+    cls = classes()[name]
+    config, _ = experiment.configure(cls, dataset="celeba", profile="smoke", batch_size=8, latent_dim=4)
+    torch.manual_seed(0)
+    model = cls(config, (3, 64, 64)).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.param_groups(), lr=1e-4)
+    x = torch.rand(8, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = model.loss(x)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in terms.values())
+    optimizer.zero_grad()
+    terms["objective"].backward()
+    optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_papermill_trains_and_stores_a_run_with_a_new_lambda(tmp_path):
+    results = tmp_path / "results"
+    env = {**os.environ, "HEBAE_RESULTS_DIR": str(results), "HEBAE_SMOKE": "1", "HEBAE_FIGURES_DIR": str(tmp_path / "figures")}
+    out = subprocess.run(
+        [sys.executable, "-m", "hebae.papermill", "book/hebae.md", str(tmp_path / "out.ipynb"), "-p", "lam", "0.3", "-p", "dataset", "synthetic"],
+        cwd=experiment.runs.PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    (stored,) = [p for p in results.iterdir() if not p.name.startswith(".")]
+    config = json.loads((stored / "config.json").read_text())
+    assert (config["model"], config["lam"], config["profile"], config["dataset"]) == ("hebae", 0.3, "smoke", "synthetic")
+    assert json.loads((stored / "provenance.json").read_text())["profile"] == "smoke"
+    assert (tmp_path / "out.ipynb").exists()
 
 
 def test_bad_parameter_through_papermill_leaves_no_result(tmp_path):
@@ -183,7 +253,7 @@ def test_bad_parameter_through_papermill_leaves_no_result(tmp_path):
 
 def test_stored_checkpoint_reloads_the_same_model(models, tmp_path, monkeypatch):
     monkeypatch.setenv("HEBAE_RESULTS_DIR", str(tmp_path))
-    config, _ = experiment.configure("vae", dataset="synthetic", latent_dim=2, epochs=1, batch_size=64, n_train=256, n_test=64)
+    config, _ = experiment.configure(models["VAE"], dataset="synthetic", latent_dim=2, epochs=1, batch_size=64, n_train=256, n_test=64, profile="smoke")
     run = experiment.run(config, models["VAE"], device="cpu", progress=False)
     model = experiment.load_model(run, models["VAE"], (1, 8, 8))
     test_images = experiment.load_data(config)[1].images

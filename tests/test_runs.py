@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from hebae import runs
+from hebae import paths, runs
 
 
 def _artifacts(workdir):
@@ -25,7 +25,7 @@ def test_trains_once_then_loads(tmp_path):
         calls.append(workdir)
         return _artifacts(workdir)
 
-    config = {"model": "vae", "lam": 1.0}
+    config = {"model": "vae", "lam": 1.0, "profile": "reduced"}
     first = runs.get_or_train(config, train, root=tmp_path)
     second = runs.get_or_train(config, train, root=tmp_path)
     assert len(calls) == 1 and first.path == second.path
@@ -36,6 +36,7 @@ def test_trains_once_then_loads(tmp_path):
     prov = second.provenance
     assert {"git_commit", "packages", "machine", "device", "wall_seconds", "started_utc"} <= prov.keys()
     assert prov["packages"]["torch"]
+    assert prov["profile"] == "reduced"  # copied from the config, never read from the environment
     assert runs.find(config, root=tmp_path).path == first.path
     assert [r.id for r in runs.select(root=tmp_path, model="vae")] == [first.id]
     assert runs.select(root=tmp_path, model="wae") == []
@@ -58,27 +59,6 @@ def test_config_that_cannot_be_stored_is_rejected_before_training(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_profiles_give_their_own_ids(monkeypatch):
-    config = {"model": "hebae", "epochs": 100}
-    monkeypatch.setenv("HEBAE_SMOKE", "0")
-    monkeypatch.delenv("HEBAE_PROFILE", raising=False)
-    assert runs.apply_profile(config) == config
-    monkeypatch.setenv("HEBAE_PROFILE", "reduced")
-    reduced = runs.apply_profile(config)
-    assert reduced["profile"] == "reduced" and reduced["epochs"] < 100
-    monkeypatch.setenv("HEBAE_SMOKE", "1")  # smoke wins
-    smoke = runs.apply_profile(config)
-    assert smoke["epochs"] == 1 and smoke["smoke"] is True and smoke["profile"] == "smoke"
-    assert len({runs.run_id(c) for c in (config, reduced, smoke)}) == 3
-    monkeypatch.setenv("HEBAE_SMOKE", "yes")
-    with pytest.raises(ValueError, match="HEBAE_SMOKE must be '0' or '1'"):
-        runs.apply_profile(config)
-    monkeypatch.setenv("HEBAE_SMOKE", "0")
-    monkeypatch.setenv("HEBAE_PROFILE", "huge")
-    with pytest.raises(ValueError, match="HEBAE_PROFILE must be one of paper, reduced, smoke"):
-        runs.apply_profile(config)
-
-
 def test_results_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("HEBAE_RESULTS_DIR", str(tmp_path))
     run = runs.get_or_train({"model": "wae"}, _artifacts)
@@ -96,3 +76,11 @@ def test_a_run_stored_meanwhile_by_another_process_wins(tmp_path):
     run = runs.get_or_train(config, train_while_another_finishes, root=tmp_path)
     assert run.metrics == {"who": "other"}
     assert [p.name for p in tmp_path.iterdir()] == [run.id]
+
+
+def test_every_stored_run_agrees_with_its_provenance_on_profile():
+    stored = runs.select(root=paths.PROJECT_ROOT / "results")
+    for run in stored:
+        assert run.config.get("profile") in ("paper", "reduced", "smoke"), run.id
+        assert run.provenance.get("profile") == run.config["profile"], run.id
+        assert "smoke" not in run.config, f"{run.id}: the profile is one key, 'profile'"

@@ -7,10 +7,29 @@ Shapes: a batch of m latent vectors is (m, k).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
+
+
+def in_float32(fn):
+    """Run ``fn`` outside autocast with half-precision tensor arguments promoted to float32.
+
+    Batch statistics, log-determinants, Cholesky factors and kernel sums lose too much in
+    bfloat16 (``torch.logdet`` refuses it outright), so the models' training under bf16
+    autocast computes them here in float32; float64 inputs stay float64.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+        args = [a.float() if isinstance(a, torch.Tensor) and a.dtype in (torch.bfloat16, torch.float16) else a for a in args]
+        with torch.autocast(device_type=device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -18,6 +37,7 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
+@in_float32
 def kl_diag_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag exp(logvar)) || N(0, I)), summed over dimensions: one value per example.
 
@@ -26,6 +46,7 @@ def kl_diag_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (logvar.exp() + mu.pow(2) - 1.0 - logvar).sum(-1)
 
 
+@in_float32
 def kl_normal(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, cov) || N(0, I)) for a full covariance: ½(tr Σ + βᵀβ − k − log|Σ|)."""
     k = mean.shape[-1]
@@ -33,6 +54,7 @@ def kl_normal(mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
     return 0.5 * (trace + (mean * mean).sum(-1) - k - torch.logdet(cov))
 
 
+@in_float32
 def batch_moments(mu: torch.Tensor, *, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """β̂ and Σ̂: the mean and covariance of a batch of encoder means (m, k).
 
@@ -47,6 +69,7 @@ def batch_moments(mu: torch.Tensor, *, unbiased: bool = False) -> tuple[torch.Te
     return beta, sigma
 
 
+@in_float32
 def hebae_regulariser(mu: torch.Tensor, *, jitter: float = 0.0) -> torch.Tensor:
     """½(tr Σ̂ − k − log|Σ̂|) + ½‖β̂‖²: the batch regulariser HEBAE trains with (Eq. 11, 17).
 
@@ -65,12 +88,14 @@ def reparameterise_diag(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tenso
     return mu + (0.5 * logvar).exp() * eps
 
 
+@in_float32
 def cholesky_factor(sigma: torch.Tensor, jitter: float = 1e-6) -> torch.Tensor:
     """Lower-triangular R with R Rᵀ = Σ + jitter·I (the jitter keeps the factorisation stable)."""
     eye = torch.eye(sigma.shape[-1], dtype=sigma.dtype, device=sigma.device)
     return torch.linalg.cholesky(sigma + jitter * eye)
 
 
+@in_float32
 def reparameterise_cholesky(
     mu: torch.Tensor, log_scale: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor | None = None,
     *, jitter: float = 1e-6,
@@ -86,6 +111,7 @@ def reparameterise_cholesky(
     return mu + log_scale.exp() * (eps @ r.T)
 
 
+@in_float32
 def reparameterise_diagonal_shortcut(
     mu: torch.Tensor, log_scale: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -98,7 +124,12 @@ def reparameterise_diagonal_shortcut(
     return mu + log_scale.exp() * sigma.diagonal().clamp_min(0).sqrt() * eps
 
 
-def imq_kernel_sum(a: torch.Tensor, b: torch.Tensor, scales=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)) -> torch.Tensor:
+# The WAE code's kernel scales s (C_s = 2 k σ²_p s); a prior variance σ²_p ≠ 1 multiplies them.
+IMQ_SCALES = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+
+
+@in_float32
+def imq_kernel_sum(a: torch.Tensor, b: torch.Tensor, scales=IMQ_SCALES) -> torch.Tensor:
     """Σ_s C_s / (C_s + ‖a_i − b_j‖²) with C_s = 2 k s: the inverse multiquadratic kernel of WAE-MMD.
 
     Summed over scales as in the WAE code, because no single bandwidth suits every stage of
@@ -109,7 +140,8 @@ def imq_kernel_sum(a: torch.Tensor, b: torch.Tensor, scales=(0.1, 0.2, 0.5, 1.0,
     return sum(2.0 * k * s / (2.0 * k * s + d2) for s in scales)
 
 
-def mmd_imq(z: torch.Tensor, z_prior: torch.Tensor, scales=(0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)) -> torch.Tensor:
+@in_float32
+def mmd_imq(z: torch.Tensor, z_prior: torch.Tensor, scales=IMQ_SCALES) -> torch.Tensor:
     """Unbiased MMD² estimate between samples ``z`` (n, k) and ``z_prior`` (n, k) with the IMQ kernel."""
     n = z.shape[0]
     if n < 2:

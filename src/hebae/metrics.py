@@ -76,13 +76,85 @@ def iw_log_likelihood(
     return torch.cat(out).cpu()
 
 
+@torch.no_grad()
+def mean_log_sd(model, images: torch.Tensor, *, batch_size: int = 1000) -> float:
+    """The posterior's log standard deviation averaged over images and dimensions."""
+    device = next(model.parameters()).device
+    total = sum(float(model.posterior(images[i : i + batch_size].to(device)).stddev.log().sum()) for i in range(0, len(images), batch_size))
+    return total / (images.shape[0] * model.latent_dim)
+
+
+class _RefitPosterior:
+    """A model's means and decoder with q(z | x) = N(μ(x), diag σ²), one σ_j per dimension."""
+
+    def __init__(self, model, log_sd: torch.Tensor):
+        self.model, self.log_sd = model, log_sd
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def posterior(self, x: torch.Tensor) -> Distribution:
+        mu = self.model.encode_mean(x)
+        return Independent(Normal(mu, self.log_sd.exp().expand_as(mu)), 1)
+
+    def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.model.log_likelihood(x, z)
+
+
+def refit_scale(
+    model, images: torch.Tensor, n: int, *, samples: int, n_iw: int, seed: int = 0,
+    steps: int = 100, batch_size: int = 200, lr: float = 0.05,
+) -> dict[str, float]:
+    """The refit yardstick, for any model with means and a normalised likelihood.
+
+    With the encoder means and the decoder frozen, fit one posterior scale per dimension,
+    q(z | x) = N(μ(x), diag σ²), to maximise the ELBO under N(0, I) on the first ``n`` images;
+    report the ELBO and the importance-weighted log p(x) (``samples`` proposals on ``n_iw``
+    images) on the next ``n``. It is a refit, not the trained posterior: it asks how good a
+    likelihood the trained means and decoder admit once a sensible noise level is chosen.
+    """
+    n = min(n, images.shape[0] // 2)
+    device = next(model.parameters()).device
+    fit, score = images[:n].to(device), images[n : 2 * n]
+    with torch.no_grad():
+        mu_fit = model.encode_mean(fit)
+    log_sd = torch.full((model.latent_dim,), -2.0, device=device, requires_grad=True)
+    optimizer = torch.optim.Adam([log_sd], lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        for _ in range(steps):
+            idx = torch.randint(n, (min(batch_size, n),), generator=gen).to(device)
+            m = mu_fit[idx]
+            z = m + log_sd.exp() * torch.randn(m.shape, generator=gen).to(device)
+            kl = kl_diag_normal(m, 2.0 * log_sd.expand_as(m))
+            loss = (kl - model.log_likelihood(fit[idx], z)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    refit = _RefitPosterior(model, log_sd.detach())
+    scored = elbo(refit, score)
+    iw = iw_log_likelihood(refit, score[:n_iw], samples=samples, seed=seed)
+    return {
+        "refit_elbo": scored["elbo"], "refit_elbo_kl": scored["elbo_kl"], "refit_log_sd": float(log_sd.detach().mean()),
+        "refit_iw_log_likelihood": float(iw.mean()), "refit_images": n,
+    }
+
+
 def latent_summary(mu: torch.Tensor, *, active_threshold: float = 0.01) -> dict:
-    """Moments of a set of latent means (n, k) and the two numbers Fig. 2 is read by.
+    """Moments of a set of latent means (n, k) and the numbers Fig. 2 is read by.
 
     * ``active_dims``: dimensions whose mean varies across the data, Var_x[μ_j(x)] > 0.01
       (the active-unit criterion of Burda et al.); a collapsed dimension carries no information.
     * ``mean_abs_offdiag_corr``: mean |correlation| over the k(k−1) off-diagonal pairs; 0 for
       the independent code the N(0, I) prior asks for.
+    * ``mean_abs_offdiag_corr_active``: the same over the active dimensions only, since the
+      correlations of a collapsed dimension are those of numerical noise.
     """
     mu = mu.double()
     cov = torch.cov(mu.T, correction=0).reshape(mu.shape[1], mu.shape[1])
@@ -90,17 +162,49 @@ def latent_summary(mu: torch.Tensor, *, active_threshold: float = 0.01) -> dict:
     corr = cov / (std[:, None] * std[None, :]).clamp_min(1e-12)
     k = mu.shape[1]
     off = ~torch.eye(k, dtype=torch.bool)
+    active = cov.diagonal() > active_threshold
+    on = active[:, None] & active[None, :] & off
     return {
         "mean": mu.mean(0),
         "cov": cov,
         "corr": corr,
         "active_dims": int((cov.diagonal() > active_threshold).sum()),
         "mean_abs_offdiag_corr": float(corr[off].abs().mean()) if k > 1 else 0.0,
+        "mean_abs_offdiag_corr_active": float(corr[on].abs().mean()) if on.any() else float("nan"),
     }
 
 
 @torch.no_grad()
-def index_code_mi(model, images: torch.Tensor, *, samples: int = 10, chunk: int = 500, seed: int = 0) -> float:
+def log_prob_matrix(q: Distribution, z: torch.Tensor) -> torch.Tensor:
+    """log q_j(z_m) for every code z_m (M, k) under every component j of a batch of Gaussians
+    q (batch N): an (M, N) matrix in float64.
+
+    The quadratic form is expanded into matrix products, zᵀP_j z − 2 zᵀP_j μ_j + μ_jᵀP_j μ_j
+    with P_j the precision, so the whole matrix costs a few matmuls instead of M·N triangular
+    solves. Float64, because for narrow posteriors (HEBAE's) the three terms are large and
+    nearly cancel.
+    """
+    z = z.double()
+    k = z.shape[-1]
+    if isinstance(q, Independent) and isinstance(q.base_dist, Normal):
+        loc, scale = q.base_dist.loc.double(), q.base_dist.scale.double()
+        prec = scale.pow(-2)
+        quad = z.pow(2) @ prec.T - 2.0 * z @ (loc * prec).T + (loc.pow(2) * prec).sum(-1)
+        half_logdet = scale.log().sum(-1)
+    elif isinstance(q, MultivariateNormal):
+        loc, tril = q.loc.double(), q.scale_tril.double()
+        prec = torch.cholesky_inverse(tril)  # (N, k, k)
+        outer = (z[:, :, None] * z[:, None, :]).reshape(len(z), k * k)
+        p_loc = (prec @ loc[..., None])[..., 0]
+        quad = outer @ prec.reshape(-1, k * k).T - 2.0 * z @ p_loc.T + (loc * p_loc).sum(-1)
+        half_logdet = tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    else:
+        raise TypeError(f"posterior must be Independent(Normal) or MultivariateNormal; got {type(q).__name__}")
+    return -0.5 * quad - half_logdet - 0.5 * k * math.log(2 * math.pi)
+
+
+@torch.no_grad()
+def index_code_mi(model, images: torch.Tensor, *, samples: int = 10, chunk: int = 2000, seed: int = 0) -> float:
     """The index-code mutual information I(i; z) of the paper's Eq. 10, by Monte Carlo.
 
     With i uniform over the N given examples and z ~ q(z | x_i), the aggregate posterior is the
@@ -117,24 +221,28 @@ def index_code_mi(model, images: torch.Tensor, *, samples: int = 10, chunk: int 
         torch.manual_seed(seed)
         q = model.posterior(x)
         z = q.sample((samples,))  # (S, N, k)
-    own = q.log_prob(z).reshape(-1)  # log q(z_is | x_i)
-    flat = z.reshape(-1, 1, z.shape[-1])
-    mix = torch.cat([torch.logsumexp(q.log_prob(flat[c : c + chunk]), dim=1) for c in range(0, flat.shape[0], chunk)])
+    own = q.log_prob(z).reshape(-1).double()  # log q(z_is | x_i)
+    flat = z.reshape(-1, z.shape[-1])
+    mix = torch.cat([torch.logsumexp(log_prob_matrix(q, flat[c : c + chunk]), dim=1) for c in range(0, flat.shape[0], chunk)])
     return float((own - mix).mean() + math.log(n))
 
 
 def mic_tic(index: np.ndarray, codes: np.ndarray, *, alpha: float = 0.6, c: float = 15, est: str = "mic_approx") -> tuple[np.ndarray, np.ndarray]:
     """MIC and TIC (minepy) between a sample index and each latent dimension.
 
-    ``index`` (n,) holds the example each row of ``codes`` (n, k) was drawn for; returns two
-    arrays of length k. The MINE settings are minepy's defaults (alpha 0.6, c 15, mic_approx).
+    ``index`` (n,) holds the example each row of ``codes`` (n, k) was drawn for, or (n, k) to
+    give each dimension its own ordering of the examples; returns two arrays of length k. The
+    MINE settings are minepy's defaults (alpha 0.6, c 15, mic_approx).
     """
     from minepy import MINE
 
     mine = MINE(alpha=alpha, c=c, est=est)
     mic, tic = [], []
-    x = np.asarray(index, dtype=float)
+    index = np.asarray(index, dtype=float)
+    if index.shape not in ((codes.shape[0],), codes.shape):
+        raise ValueError(f"index must have shape ({codes.shape[0]},) or {codes.shape}; got {index.shape}")
     for j in range(codes.shape[1]):
+        x = index if index.ndim == 1 else index[:, j]
         mine.compute_score(x, np.asarray(codes[:, j], dtype=float))
         mic.append(mine.mic())
         tic.append(mine.tic())

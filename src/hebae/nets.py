@@ -3,9 +3,12 @@
 * ``dense`` (MNIST): encoder x -> FC784 -> ReLU -> FC800 -> ReLU -> FC(k*p);
   decoder z -> FC800 -> ReLU -> FC800 -> ReLU -> FC(pixels).
 * ``conv`` (CelebA, after the WAE paper): four 5x5 stride-2 convolutions with 128, 256, 512,
-  1024 filters, each followed by batch norm and ReLU, then FC(k*p); the decoder maps z to an
-  8x8x1024 map and mirrors it with transposed convolutions 512, 256, 128, then a stride-1
-  transposed convolution to the image channels.
+  1024 filters, each followed by batch norm and ReLU, then FC(k*p); the decoder maps z through
+  FC, batch norm and ReLU to an 8x8x1024 map and mirrors the encoder with transposed
+  convolutions 512, 256, 128, then a stride-1 transposed convolution to the image channels.
+  As in the official code (``CelebA/CelebA_HEBAE.py``), which the paper's text does not
+  detail: convolutions and the decoder's FC have no bias (batch norm follows each) and start
+  from N(0, 0.02²) weights.
 
 ``p`` is 2 for models whose encoder also outputs a (log-)scale (VAE, HEBAE) and 1 for a
 deterministic encoder (WAE). Decoders return logits; the model chooses the likelihood.
@@ -14,7 +17,7 @@ deterministic encoder (WAE). Decoders return logits; the model chooses the likel
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -47,9 +50,6 @@ class NetConfig:
                     f"image_shape must be square with side divisible by {2**n} for the conv "
                     f"nets; got {self.image_shape}"
                 )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def build(config: NetConfig) -> tuple[nn.Module, nn.Module]:
@@ -92,17 +92,25 @@ def _conv_block(conv: nn.Module, out: int) -> list[nn.Module]:
     return [conv, nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
 
 
+def _official_init(module: nn.Module) -> None:
+    """N(0, 0.02²) weights for every convolution and bias-free linear layer, as the official code."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or (isinstance(m, nn.Linear) and m.bias is None):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+
+
 class ConvEncoder(nn.Module):
     def __init__(self, config: NetConfig):
         super().__init__()
         c, side, _ = config.image_shape
         layers: list[nn.Module] = []
         for out in config.channels:
-            layers += _conv_block(nn.Conv2d(c, out, 5, stride=2, padding=2), out)
+            layers += _conv_block(nn.Conv2d(c, out, 5, stride=2, padding=2, bias=False), out)
             c = out
         self.features = nn.Sequential(*layers)
         final_side = side // 2 ** len(config.channels)
         self.head = nn.Linear(c * final_side**2, config.latent_dim * config.heads)
+        _official_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
@@ -115,13 +123,15 @@ class ConvDecoder(nn.Module):
         widths = list(config.channels)[::-1]  # 1024, 512, 256, 128
         ups = len(widths) - 1
         self.start = (widths[0], side // 2**ups, side // 2**ups)
-        self.fc = nn.Linear(config.latent_dim, math.prod(self.start))
+        units = math.prod(self.start)
+        self.fc = nn.Sequential(nn.Linear(config.latent_dim, units, bias=False), nn.BatchNorm1d(units), nn.ReLU(inplace=True))
         layers: list[nn.Module] = []
         for a, b in zip(widths[:-1], widths[1:]):
-            up = nn.ConvTranspose2d(a, b, 5, stride=2, padding=2, output_padding=1)
+            up = nn.ConvTranspose2d(a, b, 5, stride=2, padding=2, output_padding=1, bias=False)
             layers += _conv_block(up, b)
-        layers.append(nn.ConvTranspose2d(widths[-1], out_channels, 5, stride=1, padding=2))
+        layers.append(nn.ConvTranspose2d(widths[-1], out_channels, 5, stride=1, padding=2, bias=False))
         self.net = nn.Sequential(*layers)
+        _official_init(self)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.fc(z).unflatten(1, self.start))

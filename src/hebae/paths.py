@@ -1,4 +1,4 @@
-"""Where things live: project root, data root, results root, figures; and the smoke switch."""
+"""Where things live: project root, data root, results root, figures."""
 
 from __future__ import annotations
 
@@ -43,27 +43,3 @@ def figures_dir() -> Path:
     """Figures written by the book: ``$HEBAE_FIGURES_DIR`` if set, else ``figures/``."""
     env = os.environ.get("HEBAE_FIGURES_DIR")
     return Path(env).expanduser().resolve() if env else PROJECT_ROOT / "figures"
-
-
-def smoke() -> bool:
-    """True when ``HEBAE_SMOKE=1``: every run shrinks to seconds (used by nbval and CI)."""
-    value = os.environ.get("HEBAE_SMOKE", "0").strip()
-    if value not in {"0", "1", ""}:
-        raise ValueError(f"HEBAE_SMOKE must be '0' or '1', got {value!r}")
-    return value == "1"
-
-
-PROFILES = ("paper", "reduced", "smoke")
-
-
-def profile() -> str:
-    """The scale runs are made at: ``$HEBAE_PROFILE`` (paper | reduced | smoke, default paper).
-
-    ``HEBAE_SMOKE=1`` is a shorthand for the smoke profile and wins over ``$HEBAE_PROFILE``.
-    """
-    if smoke():
-        return "smoke"
-    value = os.environ.get("HEBAE_PROFILE", "paper").strip() or "paper"
-    if value not in PROFILES:
-        raise ValueError(f"HEBAE_PROFILE must be one of {', '.join(PROFILES)}; got {value!r}")
-    return value

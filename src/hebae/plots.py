@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .paths import figures_dir
+from .profiles import describe
 
 
 def image_grid(images: np.ndarray, ncol: int = 8) -> np.ndarray:
@@ -51,10 +52,10 @@ def plot_history(run, keys=("objective", "rec", "reg"), ax=None):
 
 
 def plot_samples(run):
-    """Decoder samples from z ~ N(0, I) and test reconstructions (originals above, codes below)."""
+    """Decoded prior samples and test reconstructions (originals above, reconstructions below)."""
     arrays = run.arrays
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
-    show_images(left, arrays["samples"], 8, "samples, z ~ N(0, I)")
+    show_images(left, arrays["samples"], 8, "samples from the prior")
     show_images(right, arrays["reconstructions"], 8, "test images (top) and reconstructions (bottom)")
     return fig
 
@@ -78,11 +79,10 @@ def save(fig, name: str) -> list[Path]:
 def summary(run) -> str:
     """The run's headline numbers in a few lines of text."""
     m, p, c = run.metrics, run.provenance, run.config
-    scale = f"{c.get('profile', 'paper')} profile: {c['epochs']} epochs on {c['n_train'] or 'all'} training images"
     lines = [
-        f"run {run.id} ({scale}; trained on {p['device']} in {p['wall_seconds']:.0f} s, "
+        f"run {run.id} ({describe(c)}; trained on {p['device']} in {p['wall_seconds']:.0f} s, "
         f"commit {str(p['git_commit'])[:10]})",
-        f"test objective {m['test_objective']:.2f} = reconstruction {m['test_rec']:.2f} "
+        f"training objective on the test set (the model's own, not comparable across models) {m['test_objective']:.2f} = reconstruction {m['test_rec']:.2f} "
         f"+ λ = {c['lam']:g} × regulariser {m['test_reg']:.3f}",
     ]
     if "test_elbo" in m:
@@ -93,6 +93,11 @@ def summary(run) -> str:
         lines.append(
             f"importance-weighted log p(x), K = {m['iw_samples']}, {m['iw_images']} test images: "
             f"{m['iw_log_likelihood']:.2f} nats"
+        )
+    if "refit_elbo" in m:
+        lines.append(
+            f"refit yardstick (means and decoder frozen, one posterior sd per dimension fitted on {m['refit_images']} "
+            f"held-out images): ELBO {m['refit_elbo']:.2f}, importance-weighted log p(x) {m['refit_iw_log_likelihood']:.2f} nats"
         )
     lines.append(
         f"latent means: {m['active_dims']} of {c['latent_dim']} dimensions active, "

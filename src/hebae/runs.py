@@ -1,4 +1,6 @@
-"""A run is its full config. Its id is a stable hash of that config; its artifacts live in
+"""Storage of runs; it knows nothing of what a run computes or at what scale.
+
+A run is its full config. Its id is a stable hash of that config; its artifacts live in
 ``<results>/<id>/`` and are written atomically: into a temporary folder first, renamed into
 place only once complete. Asking for a run that exists loads it instead of training.
 
@@ -31,17 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from .paths import PROJECT_ROOT, profile, results_root
-
-# What each profile changes in a config. The change and the profile's name become part of the
-# config, so a reduced or smoke run has its own id and never overwrites a paper-scale result.
-PROFILES = {
-    "paper": {},
-    # Small enough to train on a 2-core CPU in minutes; every figure made from it says so.
-    "reduced": {"epochs": 10, "n_train": 10000, "n_iw": 100},
-    # Seconds: for tests and CI.
-    "smoke": {"epochs": 1, "n_train": 512, "n_test": 256, "n_iw": 16, "smoke": True},
-}
+from .paths import PROJECT_ROOT, results_root
 
 
 def canonical(config: dict) -> str:
@@ -53,20 +45,6 @@ def run_id(config: dict) -> str:
     """``<model>-<12 hex digits>``: readable, and stable across machines and sessions."""
     digest = hashlib.sha256(canonical(config).encode()).hexdigest()[:12]
     return f"{config.get('model', 'run')}-{digest}"
-
-
-def apply_profile(config: dict, name: str | None = None) -> dict:
-    """The config as it runs under profile ``name`` (default: the current one, from
-    ``$HEBAE_PROFILE`` or ``HEBAE_SMOKE=1``).
-
-    At paper scale the config is unchanged; otherwise it is shrunk and names its profile.
-    """
-    name = profile() if name is None else name
-    if name not in PROFILES:
-        raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
-    if name == "paper":
-        return dict(config)
-    return {**config, **PROFILES[name], "profile": name}
 
 
 @dataclass
@@ -134,7 +112,6 @@ def get_or_train(
     train: Callable[[Path], Artifacts],
     *,
     root: Path | None = None,
-    force: bool = False,
 ) -> Run:
     """Load the run for ``config``; train and store it first if it does not exist.
 
@@ -145,7 +122,7 @@ def get_or_train(
     canonical(config)  # fail early on a config that cannot be stored
     root = root or results_root()
     final = root / run_id(config)
-    if (final / "config.json").exists() and not force:
+    if (final / "config.json").exists():
         return Run(final)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
@@ -159,9 +136,7 @@ def get_or_train(
         _write_json(tmp / "metrics.json", artifacts.metrics)
         if artifacts.arrays:
             np.savez_compressed(tmp / "arrays.npz", **artifacts.arrays)
-        _write_json(tmp / "provenance.json", provenance(started, wall))
-        if final.exists() and force:
-            shutil.rmtree(final)
+        _write_json(tmp / "provenance.json", provenance(config, started, wall))
         try:
             os.replace(tmp, final)
         except OSError:
@@ -208,8 +183,9 @@ def _device_name() -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-def provenance(started: datetime, wall_seconds: float) -> dict:
-    """Where and how a run was made: code version, packages, machine, device, time."""
+def provenance(config: dict, started: datetime, wall_seconds: float) -> dict:
+    """Where and how a run was made: code version, packages, machine, device, time. The scale
+    is copied from the config, the one place it is decided."""
     from importlib.metadata import PackageNotFoundError, version
 
     packages = {}
@@ -229,7 +205,7 @@ def provenance(started: datetime, wall_seconds: float) -> dict:
         "device": _device_name(),
         "started_utc": started.isoformat(timespec="seconds"),
         "wall_seconds": round(wall_seconds, 3),
-        "profile": profile(),
+        "profile": config.get("profile"),
     }
 
 

@@ -2,7 +2,8 @@
 
 A model is any ``nn.Module`` with a method ``loss(x) -> dict[str, Tensor]`` whose ``"objective"``
 entry is the scalar to minimise; the other entries (reconstruction, regulariser, ...) are
-averaged per epoch into the history. The loop knows nothing of storage or metrics: an optional
+averaged per epoch into the history. A model may define ``param_groups()`` (the optimiser's
+parameter groups, e.g. weight decay on the decoder only); otherwise all its parameters train alike. The loop knows nothing of storage or metrics: an optional
 ``evaluate(model, epoch)`` callback adds per-epoch numbers such as a test ELBO.
 """
 
@@ -12,7 +13,7 @@ import math
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,8 +37,10 @@ class TrainConfig:
     # The official code builds a fresh Adam optimiser whenever the learning rate changes, which
     # resets Adam's moment estimates. Off by default: one optimiser for the whole run.
     reset_adam: bool = False
-    bf16: bool = False  # autocast the forward pass to bfloat16 on CUDA (conv nets)
-    channels_last: bool = False  # NHWC memory layout on CUDA, which the conv kernels prefer
+    # Autocast the forward pass to bfloat16 (conv nets): several times faster on GPUs and on CPUs
+    # with AMX. The model keeps its statistics, log-determinants and losses in float32.
+    bf16: bool = False
+    channels_last: bool = False  # NHWC memory layout, which the conv kernels prefer
 
     def __post_init__(self):
         if self.schedule not in SCHEDULES:
@@ -48,9 +51,6 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive finite number; got {self.lr}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def lr_factor(schedule: str, epoch: int) -> float:
@@ -108,7 +108,7 @@ def fit(
     device = pick_device(device) if isinstance(device, str) else device
     model.to(device)
     data = images.to(device)
-    if config.channels_last and device.type == "cuda":
+    if config.channels_last:
         model.to(memory_format=torch.channels_last)
         data = data.contiguous(memory_format=torch.channels_last)
     n = data.shape[0]
@@ -116,12 +116,12 @@ def fit(
     if batches < 1:
         raise ValueError(f"batch_size {config.batch_size} exceeds the number of training images {n}")
     shuffle = torch.Generator().manual_seed(config.seed)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if config.bf16 and device.type == "cuda" else nullcontext()
-    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
+    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
 
     def make_optimizer(epoch: int):
-        return torch.optim.Adam(model.parameters(), lr=config.lr * lr_factor(config.schedule, epoch))
+        # Fresh copies: an optimiser writes its defaults into the group dicts it is given.
+        return torch.optim.Adam([dict(g) for g in groups], lr=config.lr * lr_factor(config.schedule, epoch))
 
     optimizer = make_optimizer(0)
     history: list[dict] = []

@@ -1,0 +1,153 @@
+"""What every run measures, the same way for every model, with the sizes its config names.
+
+The model contract (:mod:`hebae.autoencoder`) decides what applies: a model with a posterior
+gets its index-code mutual information and posterior scales; one with a posterior and a
+normalised likelihood also gets its ELBO and importance-weighted log-likelihood under N(0, I);
+every model with a normalised likelihood gets the *refit* yardstick (its means and decoder
+frozen, one posterior scale per dimension fitted on held-out images). Samples are drawn through
+the model's ``sample_prior``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import metrics, runs
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def _batched(fn, images: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+    return torch.cat([fn(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)])
+
+
+def _prefixed(prefix: str, numbers: dict) -> dict:
+    return {f"{prefix}{k}": v for k, v in numbers.items()}
+
+
+@torch.no_grad()
+def per_epoch(model, test_images: torch.Tensor) -> dict[str, float]:
+    """The numbers the history records after every epoch: the test ELBO under N(0, I) where the
+    model has one, and the mean log posterior standard deviation where it has a posterior."""
+    out = {}
+    if model.has_elbo:
+        out.update(_prefixed("test_", metrics.elbo(model, test_images)))
+    if model.has_posterior:
+        out["test_log_sd"] = metrics.mean_log_sd(model, test_images[:2000])
+    return out
+
+
+@torch.no_grad()
+def test_objective(model, images: torch.Tensor, batch_size: int, device) -> dict[str, float]:
+    """The model's own objective terms on the test set, in full batches as in training."""
+    sums: dict[str, float] = {}
+    batches = max(len(images) // batch_size, 1)
+    for b in range(batches):
+        terms = model.loss(images[b * batch_size : (b + 1) * batch_size].to(device))
+        for key, value in terms.items():
+            sums[key] = sums.get(key, 0.0) + float(value)
+    return {f"test_{k}": v / batches for k, v in sums.items()}
+
+
+@torch.no_grad()
+def interpolations(model, images: torch.Tensor, device, pairs: int = 4, steps: int = 8) -> torch.Tensor:
+    """Decoded straight lines between the codes of test images 2p and 2p+1: (pairs·steps, C, H, W)."""
+    mu = model.encode_mean(images[: 2 * pairs].to(device))
+    t = torch.linspace(0, 1, steps, device=device)[None, :, None]
+    line = mu[0::2, None] * (1 - t) + mu[1::2, None] * t  # (pairs, steps, k)
+    return model.decode(line.reshape(pairs * steps, -1)).cpu()
+
+
+@torch.no_grad()
+def samples(model, n: int, seed: int, device, batch_size: int = 500) -> torch.Tensor:
+    """``n`` decoded prior samples, drawn through the model's ``sample_prior`` under ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    chunks = [model.sample_prior(min(batch_size, n - i), gen).to(device) for i in range(0, n, batch_size)]
+    return torch.cat([model.decode(z).cpu() for z in chunks])
+
+
+def fid(model, test_images: torch.Tensor, config: dict, device, progress: bool = False) -> dict:
+    """FID, precision and recall of ``n_fid`` samples against as many test images (or all)."""
+    from . import fid as fid_module
+    from .paths import staging_root
+
+    generated = samples(model, config["n_fid"], config["seed"] + 1, device)
+    real = test_images[: config["n_fid"]]
+    cache = staging_root() / "fid-cache" / f"{config['dataset']}-test-{len(real)}.npz"
+    return fid_module.evaluate(generated, real, device=device, real_cache=cache, progress=progress)
+
+
+@torch.no_grad()
+def _mic(config: dict, mu: torch.Tensor, std: torch.Tensor) -> tuple[dict, dict]:
+    """MIC/TIC between sample index and each code dimension, two ways (see the MI chapter).
+
+    ``mic``: the index in test-set order, our reading of the paper's protocol (the paper does
+    not give one): ``n_mic`` points × ``mic_draws`` posterior draws. ``mic_ranked``: the index
+    re-ordered, per dimension, by the rank of the mean μ_j, so that a noiseless code is a
+    monotone function of the index and MIC measures noise, not the arbitrary order of the data.
+    Drawing z_ij = μ_ij + sd_ij ε is exact for every posterior here: MIC sees one dimension at a
+    time and each marginal is Gaussian.
+    """
+    n, draws = min(config["n_mic"], len(mu)), config["mic_draws"]
+    gen = torch.Generator().manual_seed(config["seed"])
+    eps = torch.randn(draws, n, mu.shape[1], generator=gen)
+    codes = (mu[:n] + std[:n] * eps).reshape(-1, mu.shape[1]).numpy()
+    index = np.tile(np.arange(n), draws)
+    ranks = np.tile(mu[:n].argsort(0).argsort(0).numpy(), (draws, 1))  # (draws·n, k)
+    arrays, numbers = {}, {"mic_points": n, "mic_draws": draws}
+    for name, idx in (("", index), ("_ranked", ranks)):
+        arrays[f"mic{name}"], arrays[f"tic{name}"] = metrics.mic_tic(idx, codes)
+        numbers[f"mean_mic{name}"] = float(arrays[f"mic{name}"].mean())
+        numbers[f"mean_tic{name}"] = float(arrays[f"tic{name}"].mean())
+    return numbers, arrays
+
+
+def measure(model, test_images: torch.Tensor, config: dict, device, *, progress: bool = False) -> runs.Artifacts:
+    """The numbers and arrays every run stores (the history excluded)."""
+    model.eval()
+    out = test_objective(model, test_images, config["batch_size"], device)
+    mu = _batched(model.encode_mean, test_images, device)
+    summary = metrics.latent_summary(mu)
+    out.update({k: summary[k] for k in ("active_dims", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_active")})
+    keep = config["n_keep"]
+    arrays = {
+        "test_mu_mean": summary["mean"].numpy(),
+        "test_mu_cov": summary["cov"].numpy(),
+        "test_mu": mu[:keep].numpy().astype(np.float32),
+    }
+    with torch.no_grad():
+        if model.has_elbo:
+            out.update(_prefixed("test_", metrics.elbo(model, test_images)))
+            iw = metrics.iw_log_likelihood(model, test_images[: config["n_iw"]], samples=config["k_iw"])
+            out.update(iw_log_likelihood=float(iw.mean()), iw_samples=config["k_iw"], iw_images=min(config["n_iw"], len(test_images)))
+        if model.has_posterior:
+            mi_images = test_images[: config["n_mi"]]
+            mi = metrics.index_code_mi(model, mi_images, samples=config["mi_draws"])
+            out.update(index_code_mi=mi, index_code_mi_n=len(mi_images), index_code_mi_gap=math.log(len(mi_images)) - mi)
+            std = _batched(lambda x: model.posterior(x).stddev, test_images[:keep], device)
+            arrays["test_posterior_std"] = std.numpy().astype(np.float32)
+            out["test_log_sd"] = float(std.log().mean())
+        else:
+            std = torch.zeros_like(mu[:keep])
+    if model.has_likelihood:
+        out.update(metrics.refit_scale(
+            model, test_images, config["n_refit"], samples=config["k_iw"], n_iw=config["n_iw"], seed=config["seed"], steps=config["refit_steps"]
+        ))
+    numbers, mic_arrays = _mic(config, mu[:keep], std)
+    out.update(numbers)
+    arrays.update(mic_arrays)
+    arrays["samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device))
+    originals = test_images[:16]
+    with torch.no_grad():
+        arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
+    arrays["interpolations"] = _to_uint8(interpolations(model, test_images, device))
+    if config.get("n_fid"):
+        out.update(fid(model, test_images, config, device, progress=progress))
+    return runs.Artifacts(metrics=out, arrays=arrays)
+
