@@ -79,3 +79,9 @@ def test_grid_runner_trains_then_loads(tmp_path, monkeypatch):
     again = grids.run(points, classes(), dataset="synthetic", profile="smoke", device="cpu", progress=False)
     assert [r.id for r in first] == [r.id for r in again]
     assert first[0].config["profile"] == first[0].provenance["profile"] == "smoke"
+
+
+def test_a_profile_learning_rate_is_a_default_an_explicit_one_wins():
+    assert experiment.configure(classes()["vae"], dataset="celeba", profile="reduced")[0]["lr"] == 5e-4
+    assert experiment.configure(classes()["vae"], dataset="celeba", profile="reduced", lr=1e-4)[0]["lr"] == 1e-4
+    assert experiment.configure(classes()["vae"], dataset="celeba", profile="paper")[0]["lr"] == 1e-4

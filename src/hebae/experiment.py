@@ -93,6 +93,7 @@ def configure(
         allowed = ", ".join(model.options) or "none"
         raise ValueError(f"{unknown[0]} is not a parameter of {model.name} (its own parameters: {allowed})")
     paper, scale = PAPER[dataset], profiles.sizes(profile, dataset)
+    paper_lr = scale.pop("lr", paper["lr"])  # a profile may replace the paper's learning rate
     config = {
         "model": model.name,
         "profile": profile,
@@ -100,7 +101,7 @@ def configure(
         "latent_dim": _at_least("latent_dim", paper["latent_dim"] if latent_dim is None else latent_dim, 1),
         "lam": _at_least("lam", model.default_lam[dataset] if lam is None else lam, 0.0, integer=False),
         "batch_size": _at_least("batch_size", paper["batch_size"] if batch_size is None else batch_size, 1),
-        "lr": _number("lr", paper["lr"] if lr is None else lr),
+        "lr": _number("lr", paper_lr if lr is None else lr),
         "seed": _at_least("seed", seed, 0),
         "schedule": paper["schedule"],
         "reset_adam": reset_adam,
