@@ -96,6 +96,26 @@ def _broken(mu, *, jitter=0.0):
     return _unbroken(mu, jitter=jitter) - beta @ beta
 bounds.hebae_regulariser = _broken
 """,
+    "hebae_regulariser ignoring correlations (diagonal of Sigma_hat only)": """
+def _broken(mu, *, jitter=0.0):
+    beta, sigma = bounds.batch_moments(mu)
+    return bounds.kl_normal(beta, torch.diag_embed(sigma.diagonal() + jitter))
+bounds.hebae_regulariser = _broken
+""",
+    "hebae_regulariser pulling each mean to the origin (mean of |mu_i|^2 for |beta|^2)": """
+_unbroken = bounds.hebae_regulariser
+def _broken(mu, *, jitter=0.0):
+    beta, _ = bounds.batch_moments(mu)
+    return _unbroken(mu, jitter=jitter) + 0.5 * (mu.pow(2).sum(-1).mean() - beta @ beta)
+bounds.hebae_regulariser = _broken
+""",
+    "hebae_regulariser charging for shape beyond two moments (excess kurtosis)": """
+_unbroken = bounds.hebae_regulariser
+def _broken(mu, *, jitter=0.0):
+    standardised = (mu - mu.mean(0)) / mu.std(0, correction=0)
+    return _unbroken(mu, jitter=jitter) + 0.1 * (standardised.pow(4).mean(0) - 3).pow(2).sum()
+bounds.hebae_regulariser = _broken
+""",
     "reparameterise_cholesky replaced by the diagonal shortcut": """
 bounds.reparameterise_cholesky = (
     lambda mu, log_scale, sigma, eps=None, *, jitter=1e-6:
@@ -113,7 +133,31 @@ bounds.mmd_imq = _broken
 
 @pytest.mark.parametrize("breakage", sorted(BREAKAGES))
 def test_chapter_catches_a_broken_bound(tmp_path, breakage):
-    prelude = "import hebae.bounds as bounds\n" + BREAKAGES[breakage]
+    prelude = "import torch\nimport hebae.bounds as bounds\n" + BREAKAGES[breakage]
     with pytest.raises(CellExecutionError) as failure:
         execute_chapter(tmp_path, prelude=prelude)
     assert failure.value.ename == "AssertionError", f"{breakage}: failed with {failure.value.ename}, not a check"
+
+
+@pytest.mark.parametrize("reparam", ["cholesky", "diagonal"])
+def test_hebae_page_detaches_sigma_hat_in_the_draw(reparam):
+    """The chapter says the HEBAE page's draw passes gradients to the means only through z = mu + noise.
+
+    With the batch covariance detached, d(sum_i w_i^T z_i)/d mu_i = w_i exactly; a gradient through
+    the Cholesky factor (or the square roots of its diagonal) would add to it.
+    """
+    import torch
+
+    from hebae import bounds, experiment
+    from pages import model_class  # book/ is on the path (pyproject's pytest settings)
+
+    cls = model_class("hebae", "HEBAE")
+    config, _ = experiment.configure(cls, dataset="synthetic", latent_dim=3, batch_size=16, reparam=reparam)
+    model = cls(config, (1, 2, 2))
+    generator = torch.Generator().manual_seed(0)
+    mu = torch.randn(16, 3, generator=generator).requires_grad_()
+    log_scale, w = torch.randn(16, 3, generator=generator), torch.randn(16, 3, generator=generator)
+    _, sigma = bounds.batch_moments(mu)
+    z = model.sample(mu, log_scale, sigma)
+    (grad,) = torch.autograd.grad((w * z).sum(), mu)
+    torch.testing.assert_close(grad, w)
