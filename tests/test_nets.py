@@ -26,7 +26,13 @@ def test_conv_celeba_paper_architecture_shapes():
     assert all(m.kernel_size == (5, 5) and m.stride == (2, 2) for m in enc.modules() if isinstance(m, torch.nn.Conv2d))
     ups = [(m.out_channels, m.stride) for m in dec.modules() if isinstance(m, torch.nn.ConvTranspose2d)]
     assert ups == [(512, (2, 2)), (256, (2, 2)), (128, (2, 2)), (3, (1, 1))]
-    assert dec.fc.out_features == 8 * 8 * 1024
+    assert dec.fc[0].out_features == 8 * 8 * 1024
+    # As the official code: batch norm and ReLU after the decoder's FC, no biases before a batch
+    # norm or at the output, N(0, 0.02²) weights.
+    assert isinstance(dec.fc[1], torch.nn.BatchNorm1d) and isinstance(dec.fc[2], torch.nn.ReLU)
+    convs_all = [m for m in [*enc.modules(), *dec.modules()] if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert all(m.bias is None for m in convs_all) and dec.fc[0].bias is None
+    assert all(abs(float(m.weight.std()) - 0.02) < 0.002 for m in convs_all)
     enc.eval(), dec.eval()
     with torch.no_grad():
         h = enc(torch.rand(2, 3, 64, 64))
