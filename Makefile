@@ -16,7 +16,7 @@ export PYTHONPATH := $(CURDIR)/book
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml tools/setup_env.sh tools/build_minepy.sh
+$(STAMP): pyproject.toml tools/setup_env.sh tools/build_minepy.sh tools/fetch_fid_weights.py
 	bash tools/setup_env.sh
 	touch $@
 

@@ -12,3 +12,4 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 bash tools/build_minepy.sh "$VENV/bin/python"
 "$VENV/bin/python" -m pip install --quiet -e ".[book,test]"
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
+"$VENV/bin/python" tools/fetch_fid_weights.py
