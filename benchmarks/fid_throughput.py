@@ -24,14 +24,14 @@ from hebae import data, fid
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 32 on CPU, 256 on GPU)")
-    parser.add_argument("--batches", type=int, default=None, help="timed batches (default 3 on CPU, 20 on GPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per batch (default 16 on CPU, 256 on GPU)")
+    parser.add_argument("--batches", type=int, default=None, help="timed batches (default 2 on CPU, 20 on GPU)")
     args = parser.parse_args()
     extractor = fid.inception(args.device)
     device = extractor.device
     gpu = device.type == "cuda"
-    batch_size = args.batch_size or (256 if gpu else 32)
-    batches = args.batches or (20 if gpu else 3)
+    batch_size = args.batch_size or (256 if gpu else 16)
+    batches = args.batches or (20 if gpu else 2)
     for name, value in (("--batch-size", batch_size), ("--batches", batches)):
         if value < 1:
             parser.error(f"{name} must be a positive integer; got {value}")
