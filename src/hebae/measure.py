@@ -10,6 +10,7 @@ the model's ``sample_prior``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -72,6 +73,14 @@ def samples(model, n: int, seed: int, device, batch_size: int = 500) -> torch.Te
     return torch.cat([model.decode(z).cpu() for z in chunks])
 
 
+@functools.lru_cache(maxsize=2)
+def _inception(device: str):
+    # Loading verifies the 87 MB weights file by its hash: once per process, not once per run.
+    from . import fid as fid_module
+
+    return fid_module.inception(device)
+
+
 def fid(model, test_images: torch.Tensor, config: dict, device, progress: bool = False) -> dict:
     """FID, precision and recall of ``n_fid`` samples against as many test images (or all)."""
     from . import fid as fid_module
@@ -80,7 +89,8 @@ def fid(model, test_images: torch.Tensor, config: dict, device, progress: bool =
     generated = samples(model, config["n_fid"], config["seed"] + 1, device)
     real = test_images[: config["n_fid"]]
     cache = staging_root() / "fid-cache" / f"{config['dataset']}-test-{len(real)}.npz"
-    return fid_module.evaluate(generated, real, device=device, real_cache=cache, progress=progress)
+    extractor = _inception(str(device))
+    return fid_module.evaluate(generated, real, device=device, extractor=extractor, real_cache=cache, progress=progress)
 
 
 @torch.no_grad()
@@ -121,20 +131,19 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, progress:
         "test_mu_cov": summary["cov"].numpy(),
         "test_mu": mu[:keep].numpy().astype(np.float32),
     }
-    with torch.no_grad():
-        if model.has_elbo:
-            out.update(_prefixed("test_", metrics.elbo(model, test_images)))
-            iw = metrics.iw_log_likelihood(model, test_images[: config["n_iw"]], samples=config["k_iw"])
-            out.update(iw_log_likelihood=float(iw.mean()), iw_samples=config["k_iw"], iw_images=min(config["n_iw"], len(test_images)))
-        if model.has_posterior:
-            mi_images = test_images[: config["n_mi"]]
-            mi = metrics.index_code_mi(model, mi_images, samples=config["mi_draws"])
-            out.update(index_code_mi=mi, index_code_mi_n=len(mi_images), index_code_mi_gap=math.log(len(mi_images)) - mi)
-            std = _batched(lambda x: model.posterior(x).stddev, test_images[:keep], device)
-            arrays["test_posterior_std"] = std.numpy().astype(np.float32)
-            out["test_log_sd"] = float(std.log().mean())
-        else:
-            std = torch.zeros_like(mu[:keep])
+    if model.has_elbo:
+        out.update(_prefixed("test_", metrics.elbo(model, test_images)))
+        iw = metrics.iw_log_likelihood(model, test_images[: config["n_iw"]], samples=config["k_iw"])
+        out.update(iw_log_likelihood=float(iw.mean()), iw_samples=config["k_iw"], iw_images=min(config["n_iw"], len(test_images)))
+    if model.has_posterior:
+        mi_images = test_images[: config["n_mi"]]
+        mi = metrics.index_code_mi(model, mi_images, samples=config["mi_draws"])
+        out.update(index_code_mi=mi, index_code_mi_n=len(mi_images), index_code_mi_gap=math.log(len(mi_images)) - mi)
+        std = _batched(lambda x: model.posterior(x).stddev, test_images[:keep], device)
+        arrays["test_posterior_std"] = std.numpy().astype(np.float32)
+        out["test_log_sd"] = float(std.log().mean())
+    else:
+        std = torch.zeros_like(mu[:keep])
     if model.has_likelihood:
         out.update(metrics.refit_scale(
             model, test_images, config["n_refit"], samples=config["k_iw"], n_iw=config["n_iw"], seed=config["seed"], steps=config["refit_steps"]
@@ -144,8 +153,7 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, progress:
     arrays.update(mic_arrays)
     arrays["samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device))
     originals = test_images[:16]
-    with torch.no_grad():
-        arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
+    arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
     arrays["interpolations"] = _to_uint8(interpolations(model, test_images, device))
     if config.get("n_fid"):
         out.update(fid(model, test_images, config, device, progress=progress))

@@ -76,6 +76,12 @@ def iw_log_likelihood(
     return torch.cat(out).cpu()
 
 
+def correlation(cov: np.ndarray) -> np.ndarray:
+    """The correlation matrix of a covariance matrix; a dimension without variance correlates 0."""
+    std = np.sqrt(np.diag(cov))
+    return cov / np.outer(std, std).clip(1e-12)
+
+
 @torch.no_grad()
 def mean_log_sd(model, images: torch.Tensor, *, batch_size: int = 1000) -> float:
     """The posterior's log standard deviation averaged over images and dimensions."""
@@ -158,8 +164,7 @@ def latent_summary(mu: torch.Tensor, *, active_threshold: float = 0.01) -> dict:
     """
     mu = mu.double()
     cov = torch.cov(mu.T, correction=0).reshape(mu.shape[1], mu.shape[1])
-    std = cov.diagonal().sqrt()
-    corr = cov / (std[:, None] * std[None, :]).clamp_min(1e-12)
+    corr = torch.from_numpy(correlation(cov.numpy()))
     k = mu.shape[1]
     off = ~torch.eye(k, dtype=torch.bool)
     active = cov.diagonal() > active_threshold
