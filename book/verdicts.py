@@ -22,7 +22,7 @@ import numpy as np
 YARDSTICKS = {
     "objective": "training objective at λ = 1 (rec + reg; each model's own, not comparable across models)",
     "elbo": "test ELBO under N(0, I), trained posterior",
-    "refit": "importance-weighted log p(x) under N(0, I), posterior scale refitted",
+    "refit": "importance-weighted log p(x) under N(0, I), posterior scale refitted (final values only: no per-epoch curve)",
 }
 # Per-epoch counterparts in the history, for "faster" (the refit is made once, at the end).
 CURVES = {"objective": ("objective", -1.0), "elbo": ("test_elbo", 1.0)}
