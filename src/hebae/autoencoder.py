@@ -19,8 +19,14 @@ What it **may** define (the defaults suit the VAE, the WAE and HEBAE):
   log-likelihood, which the measurements then report;
 * ``sample_prior(n, generator)``: codes to decode into samples (default N(0, I)); every sample
   grid and FID draws through it, and ``prior_label`` names it in figures;
+* ``log_prior(z)``: log p(z) of the prior the model is trained with (default N(0, I)); the
+  importance-weighted log-likelihood uses it, so a model with a learned prior (VampPrior) is
+  scored under its own;
 * ``param_groups()``: the optimiser's parameter groups (default: every parameter in one group),
-  so a page can, for instance, give only the decoder weight decay.
+  so a page can, for instance, give only the decoder weight decay;
+* ``after_training(train_images, device)``: a step after the main training and before any
+  measurement (default: none), such as the second stage of a two-stage VAE. Whatever it fits
+  must live in submodules created in ``__init__``, so the checkpoint stores it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 from torch import nn
 
 from . import nets
-from .bounds import bernoulli_nll
+from .bounds import bernoulli_nll, standard_normal_logpdf
 
 LIKELIHOODS = ("bernoulli", "mse")
 
@@ -74,6 +80,13 @@ class Autoencoder(nn.Module):
         """``n`` codes from the prior samples are drawn from: N(0, I), drawn on the CPU so that
         a seed gives the same codes on every device."""
         return torch.randn(n, self.latent_dim, generator=generator)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log p(z) summed over the last dimension: N(0, I) unless a page defines its own prior."""
+        return standard_normal_logpdf(z)
+
+    def after_training(self, train_images: torch.Tensor, device) -> None:
+        """Fit what comes after the main training (default: nothing)."""
 
     def param_groups(self) -> list[dict]:
         """Parameter groups for the optimiser: all parameters, no weight decay."""

@@ -17,7 +17,7 @@ import torch
 
 from .paths import data_root, staging_root
 
-DATASETS = ("mnist", "celeba", "synthetic")
+DATASETS = ("mnist", "fashion", "celeba", "synthetic")
 SPLITS = ("train", "test")
 
 
@@ -56,6 +56,8 @@ def load(name: str, split: str = "train", *, root: Path | None = None, limit: in
         return synthetic(split, **kwargs).subset(limit)
     if name == "celeba":  # decode only the images asked for
         return celeba(split, root=root, limit=limit, **kwargs)
+    if name == "fashion":
+        return fashion_mnist(split, root=root, **kwargs).subset(limit)
     return mnist(split, root=root, **kwargs).subset(limit)
 
 
@@ -70,34 +72,47 @@ def mnist(split: str = "train", *, root: Path | None = None, download: bool = Fa
     itself is never written to. With ``download=True`` torchvision may fetch missing files.
     """
     from torchvision.datasets import MNIST
+
+    return _idx_dataset(MNIST, split, root, download)
+
+
+def fashion_mnist(split: str = "train", *, root: Path | None = None, download: bool = False) -> Split:
+    """Fashion-MNIST (Zalando's 28×28 grey clothing images, a drop-in for MNIST) through
+    ``torchvision.datasets.FashionMNIST``, read from ``<root>/FashionMNIST/raw`` like MNIST."""
+    from torchvision.datasets import FashionMNIST
+
+    return _idx_dataset(FashionMNIST, split, root, download)
+
+
+def _idx_dataset(cls, split: str, root: Path | None, download: bool) -> Split:
     from torchvision.datasets.utils import check_integrity
 
+    name = cls.__name__
     root = Path(root) if root is not None else data_root()
     stage = staging_root()
-    raw_src, raw_dst = root / "MNIST" / "raw", stage / "MNIST" / "raw"
-    files = [(Path(url).name, md5) for url, md5 in MNIST.resources]
-    missing = [name for name, _ in files if not (raw_src / name).exists()]
+    raw_src, raw_dst = root / name / "raw", stage / name / "raw"
+    files = [(Path(url).name, md5) for url, md5 in cls.resources]
+    missing = [f for f, _ in files if not (raw_src / f).exists()]
     if missing and not download:
         raise DataError(
-            f"MNIST is missing from data root {root} (looked in {raw_src}): {', '.join(missing)}. "
-            "Put the four original files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-            "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz there, or point "
+            f"{name} is missing from data root {root} (looked in {raw_src}): {', '.join(missing)}. "
+            f"Put the four original files {', '.join(f for f, _ in files)} there, or point "
             "$HEBAE_DATA_DIR at a folder that has them, or call with download=True on a "
             "machine with internet."
         )
-    corrupt = [name for name, md5 in files if (raw_src / name).exists() and not check_integrity(str(raw_src / name), md5)]
+    corrupt = [f for f, md5 in files if (raw_src / f).exists() and not check_integrity(str(raw_src / f), md5)]
     if corrupt:
         raise DataError(
-            f"MNIST files in data root {root} fail their md5 checksum: {', '.join(corrupt)} "
+            f"{name} files in data root {root} fail their md5 checksum: {', '.join(corrupt)} "
             f"(in {raw_src}). Replace them with the original files; torchvision's md5s are "
-            "listed in torchvision.datasets.MNIST.resources."
+            f"listed in torchvision.datasets.{name}.resources."
         )
     if raw_src.resolve() != raw_dst.resolve():
         raw_dst.mkdir(parents=True, exist_ok=True)
-        for name, _ in files:
-            if (raw_src / name).exists():
-                _link_or_copy(raw_src / name, raw_dst / name)
-    ds = MNIST(str(stage), train=(split == "train"), download=True)
+        for f, _ in files:
+            if (raw_src / f).exists():
+                _link_or_copy(raw_src / f, raw_dst / f)
+    ds = cls(str(stage), train=(split == "train"), download=True)
     images = ds.data.unsqueeze(1).to(torch.float32).div_(255.0)
     return Split(images, ds.targets.clone())
 

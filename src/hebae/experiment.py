@@ -21,6 +21,8 @@ from .train import DEVICES
 # The paper's settings (Appendix B and the official code), per dataset.
 PAPER = {
     "mnist": {"latent_dim": 20, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
+    # Fashion-MNIST (the landscape chapter): MNIST's networks and settings on clothing images.
+    "fashion": {"latent_dim": 20, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
     "celeba": {"latent_dim": 64, "batch_size": 100, "lr": 1e-4, "schedule": "celeba", "likelihood": "mse"},
     # Not in the paper: a small problem of known latent dimension (4) for quick experiments.
     "synthetic": {"latent_dim": 4, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
@@ -72,6 +74,7 @@ def configure(
     reset_adam: bool = False,
     n_train=None,
     n_test=None,
+    n_fid=None,
     **options,
 ) -> tuple[dict, str]:
     """Check the parameters of ``model`` (a page's class), fill ``None`` with the paper's setting
@@ -93,13 +96,15 @@ def configure(
         allowed = ", ".join(model.options) or "none"
         raise ValueError(f"{unknown[0]} is not a parameter of {model.name} (its own parameters: {allowed})")
     paper, scale = PAPER[dataset], profiles.sizes(profile, dataset)
+    if n_fid is not None:
+        scale["n_fid"] = _at_least("n_fid", n_fid, 2)
     paper_lr = scale.pop("lr", paper["lr"])  # a profile may replace the paper's learning rate
     config = {
         "model": model.name,
         "profile": profile,
         "dataset": dataset,
         "latent_dim": _at_least("latent_dim", paper["latent_dim"] if latent_dim is None else latent_dim, 1),
-        "lam": _at_least("lam", model.default_lam[dataset] if lam is None else lam, 0.0, integer=False),
+        "lam": _at_least("lam", default_lam(model, dataset) if lam is None else lam, 0.0, integer=False),
         "batch_size": _at_least("batch_size", paper["batch_size"] if batch_size is None else batch_size, 1),
         "lr": _number("lr", paper_lr if lr is None else lr),
         "seed": _at_least("seed", seed, 0),
@@ -119,6 +124,12 @@ def configure(
         raise ValueError(f"batch_size must be >= 2 for {model.name} (it uses batch statistics); got {config['batch_size']}")
     model.check(config)
     return config, device
+
+
+def default_lam(model: type[Autoencoder], dataset: str) -> float:
+    """The model's λ for ``dataset``; Fashion-MNIST takes MNIST's where a model names none."""
+    table = model.default_lam
+    return table[dataset] if dataset in table else table["mnist" if dataset == "fashion" else dataset]
 
 
 @functools.lru_cache(maxsize=4)
@@ -157,7 +168,8 @@ def run(config: dict, build: type[Autoencoder], *, device: str = "auto", progres
             return measure.per_epoch(m, test_images)
 
         history = train.fit(model, train_split.images, train_config(config), device=dev, evaluate=evaluate, progress=progress)
-        artifacts = measure.measure(model, test_images, config, dev, progress=progress)
+        model.after_training(train_split.images, dev)
+        artifacts = measure.measure(model, test_images, config, dev, train_images=train_split.images, progress=progress)
         artifacts.history = history
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(workdir / "checkpoint.safetensors"))

@@ -118,7 +118,7 @@ def _mic(config: dict, mu: torch.Tensor, std: torch.Tensor) -> tuple[dict, dict]
     return numbers, arrays
 
 
-def measure(model, test_images: torch.Tensor, config: dict, device, *, progress: bool = False) -> runs.Artifacts:
+def measure(model, test_images: torch.Tensor, config: dict, device, *, train_images: torch.Tensor | None = None, progress: bool = False) -> runs.Artifacts:
     """The numbers and arrays every run stores (the history excluded)."""
     model.eval()
     out = test_objective(model, test_images, config["batch_size"], device)

@@ -56,7 +56,9 @@ def iw_log_likelihood(
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) per example (Burda et al.):
 
-    log (1/K) Σ_k p(x | z_k) p(z_k) / q(z_k | x),  z_k ~ q(z | x).
+    log (1/K) Σ_k p(x | z_k) p(z_k) / q(z_k | x),  z_k ~ q(z | x),
+
+    with p(z) the model's own prior (``model.log_prior``, N(0, I) unless a page defines another).
 
     It is a lower bound in expectation that tightens as K grows; with K = 1 it is the ELBO.
     The proposals are drawn under a fixed seed so the estimate is repeatable.
@@ -71,7 +73,7 @@ def iw_log_likelihood(
             log_w = []
             for done in range(0, samples, chunk):
                 z = q.sample((min(chunk, samples - done),))  # (s, m, k)
-                log_w.append(model.log_likelihood(x, z) + standard_normal_logpdf(z) - q.log_prob(z))
+                log_w.append(model.log_likelihood(x, z) + model.log_prior(z) - q.log_prob(z))
             out.append(torch.logsumexp(torch.cat(log_w), 0) - math.log(samples))
     return torch.cat(out).cpu()
 
@@ -105,6 +107,9 @@ class _RefitPosterior:
 
     def log_likelihood(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.model.log_likelihood(x, z)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        return standard_normal_logpdf(z)  # the yardstick is under N(0, I) for every model
 
 
 def refit_scale(

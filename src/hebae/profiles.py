@@ -37,6 +37,7 @@ _MEASURE = {
 _TRAIN = {
     "paper": {
         "mnist": dict(epochs=100, n_train=None, n_test=None),
+        "fashion": dict(epochs=100, n_train=None, n_test=None),
         "synthetic": dict(epochs=20, n_train=None, n_test=None),
         "celeba": dict(epochs=100, n_train=None, n_test=None, conv_channels=[128, 256, 512, 1024], n_fid=10000),
     },
@@ -44,12 +45,14 @@ _TRAIN = {
     # training face at 5 times the official learning rate (at 1e-4 one epoch leaves grey blobs).
     "reduced": {
         "mnist": dict(epochs=10, n_train=10000, n_test=None),
+        "fashion": dict(epochs=10, n_train=10000, n_test=None),
         "synthetic": dict(epochs=5, n_train=None, n_test=None),
         "celeba": dict(epochs=1, n_train=None, n_test=None, conv_channels=[8, 16, 32, 64], n_fid=500, lr=5e-4),
     },
     # Seconds: for tests and CI. The conv nets shrink 16-fold in width.
     "smoke": {
         "mnist": dict(epochs=1, n_train=512, n_test=256),
+        "fashion": dict(epochs=1, n_train=512, n_test=256),
         "synthetic": dict(epochs=1, n_train=512, n_test=256),
         "celeba": dict(epochs=1, n_train=512, n_test=256, conv_channels=[8, 16, 32, 64], n_fid=64),
     },
