@@ -69,6 +69,26 @@ def celeba(profile: str) -> list[dict]:
     return [{"model": m, "latent_dim": 64, "lam": lam, "seed": 0} for m in ("vae", "wae", "hebae") for lam in lambdas]
 
 
+# The landscape chapter: every model at k = 16 (the slides' default) on MNIST and Fashion-MNIST,
+# with FID on n_fid generated images; β-VAE is the VAE page at λ = β ≠ 1.
+LANDSCAPE_MODELS = ("vae", "wae", "hebae", "ae", "rae", "twostage", "vamp")
+LANDSCAPE_BETAS = (0.1, 0.3, 3.0)
+LANDSCAPE_DATASETS = ("mnist", "fashion")
+LANDSCAPE_N_FID = {"paper": 10000, "reduced": 300, "smoke": 64}
+
+
+def landscape(profile: str) -> list[dict]:
+    """The runs behind the landscape chapter, for one dataset (the same points for each)."""
+    profile = profiles.resolve(profile)
+    seeds = SMOKE["seeds"][:1] if profile == "smoke" else SEEDS
+    betas = LANDSCAPE_BETAS[:1] if profile == "smoke" else LANDSCAPE_BETAS
+    common = {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
+    return [
+        *({"model": m, "lam": None, "seed": s, **common} for s in seeds for m in LANDSCAPE_MODELS),
+        *({"model": "vae", "lam": b, "seed": s, **common} for s in seeds for b in betas),
+    ]
+
+
 def configure(point: dict, models: dict, *, dataset: str, profile: str, device: str = "auto") -> tuple[dict, str]:
     """The config of one grid point; ``models`` maps model names to page classes."""
     params = {k: v for k, v in point.items() if k != "model"}
