@@ -31,6 +31,10 @@ TABLE = (
     Model("vae", "VAE", "VAE", "C0"),
     Model("wae", "WAE", "WAE", "C2"),
     Model("hebae", "HEBAE", "HEBAE", "C3"),
+    Model("ae", "AE", "AE", "C7"),
+    Model("rae", "RAE", "RAE-L2", "C1"),
+    Model("twostage", "TwoStageVAE", "two-stage VAE", "C4"),
+    Model("vamp", "VampPrior", "VampPrior", "C9"),
 )
 LABELS = {m.name: m.label for m in TABLE}
 COLORS = {m.name: m.color for m in TABLE}

@@ -88,7 +88,7 @@ def test_synthetic_is_deterministic_with_known_latent_dim():
 
 
 def test_bad_dataset_and_split_names():
-    with pytest.raises(ValueError, match="dataset must be one of mnist, celeba, synthetic"):
+    with pytest.raises(ValueError, match="dataset must be one of mnist, fashion, celeba, synthetic"):
         data.load("cifar")
     with pytest.raises(ValueError, match="split must be one of train, test"):
         data.load("synthetic", "valid")

@@ -144,7 +144,7 @@ def test_hebae_kl_follows_its_scale_however_small(models):
 
 
 BAD = [
-    (dict(dataset="cifar"), "dataset must be one of mnist, celeba, synthetic"),
+    (dict(dataset="cifar"), "dataset must be one of mnist, fashion, celeba, synthetic"),
     (dict(lam=-1.0), "lam must be >= 0.0"),
     (dict(lam=float("nan")), "lam must be finite"),
     (dict(lam=float("inf")), "lam must be finite"),

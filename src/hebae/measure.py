@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from . import metrics, runs
+from . import expost, metrics, runs
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -81,16 +81,43 @@ def _inception(device: str):
     return fid_module.inception(device)
 
 
-def fid(model, test_images: torch.Tensor, config: dict, device, progress: bool = False) -> dict:
-    """FID, precision and recall of ``n_fid`` samples against as many test images (or all)."""
+def expost_sampler(model, train_images: torch.Tensor, seed: int, device, n_fit: int = 10000) -> expost.GaussianMixture:
+    """The ex-post sampler of Ghosh et al.: a 10-component, full-covariance Gaussian mixture fitted
+    to the encoder means of (up to ``n_fit``) training images."""
+    codes = _batched(model.encode_mean, train_images[:n_fit], device)
+    return expost.fit_gmm(codes, 10, seed=seed)
+
+
+@torch.no_grad()
+def gmm_samples(model, gmm: expost.GaussianMixture, n: int, seed: int, device, batch_size: int = 500) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([model.decode(gmm.sample(min(batch_size, n - i), gen).to(device)).cpu() for i in range(0, n, batch_size)])
+
+
+def fid(model, test_images: torch.Tensor, config: dict, device, *, gmm: expost.GaussianMixture | None = None, progress: bool = False) -> dict:
+    """FID, precision and recall against the first ``n_fid`` test images (or all) of
+
+    * ``n_fid`` samples drawn through the model's prior (keys ``fid``, ``precision``, ``recall``);
+    * the reconstructions of those test images, decoded from their posterior means (``rec_fid``, ...);
+    * ``n_fid`` samples of the ex-post mixture ``gmm`` (``gmm_fid``, ...), where one is given.
+    """
     from . import fid as fid_module
     from .paths import staging_root
 
-    generated = samples(model, config["n_fid"], config["seed"] + 1, device)
     real = test_images[: config["n_fid"]]
     cache = staging_root() / "fid-cache" / f"{config['dataset']}-test-{len(real)}.npz"
     extractor = _inception(str(device))
-    return fid_module.evaluate(generated, real, device=device, extractor=extractor, real_cache=cache, progress=progress)
+
+    def score(generated):
+        return fid_module.evaluate(generated, real, device=device, extractor=extractor, real_cache=cache, progress=progress)
+
+    out = score(samples(model, config["n_fid"], config["seed"] + 1, device))
+    more = {"rec_": score(_batched(model.reconstruct, real, device))}
+    if gmm is not None:
+        more["gmm_"] = score(gmm_samples(model, gmm, config["n_fid"], config["seed"] + 1, device))
+    for prefix, numbers in more.items():
+        out.update({f"{prefix}{k}": numbers[k] for k in ("fid", "precision", "recall")})
+    return out
 
 
 @torch.no_grad()
@@ -155,7 +182,12 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
     originals = test_images[:16]
     arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
     arrays["interpolations"] = _to_uint8(interpolations(model, test_images, device))
+    gmm = None
+    if train_images is not None:
+        gmm = expost_sampler(model, train_images, config["seed"], device)
+        arrays["gmm_samples"] = _to_uint8(gmm_samples(model, gmm, config["n_samples"], config["seed"], device))
+        out.update(gmm_iterations=gmm.iterations, gmm_converged=gmm.converged)
     if config.get("n_fid"):
-        out.update(fid(model, test_images, config, device, progress=progress))
+        out.update(fid(model, test_images, config, device, gmm=gmm, progress=progress))
     return runs.Artifacts(metrics=out, arrays=arrays)
 

@@ -52,11 +52,16 @@ def plot_history(run, keys=("objective", "rec", "reg"), ax=None):
 
 
 def plot_samples(run):
-    """Decoded prior samples and test reconstructions (originals above, reconstructions below)."""
+    """Decoded prior samples, samples of the ex-post mixture where the run has them, and test
+    reconstructions (originals above, reconstructions below)."""
     arrays = run.arrays
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5))
-    show_images(left, arrays["samples"], 8, "samples from the prior")
-    show_images(right, arrays["reconstructions"], 8, "test images (top) and reconstructions (bottom)")
+    panels = [("samples", "samples from the prior")]
+    if "gmm_samples" in arrays:
+        panels.append(("gmm_samples", "samples from the ex-post GMM"))
+    panels.append(("reconstructions", "test images (top) and reconstructions (bottom)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
+    for ax, (key, title) in zip(axes, panels):
+        show_images(ax, arrays[key], 8, title)
     return fig
 
 
@@ -79,11 +84,13 @@ def save(fig, name: str) -> list[Path]:
 def summary(run) -> str:
     """The run's headline numbers in a few lines of text."""
     m, p, c = run.metrics, run.provenance, run.config
+    objective = f"training objective on the test set (the model's own, not comparable across models) {m['test_objective']:.2f}"
+    if "test_reg" in m:
+        objective += f" = reconstruction {m['test_rec']:.2f} + λ = {c['lam']:g} × regulariser {m['test_reg']:.3f}"
     lines = [
         f"run {run.id} ({describe(c)}; trained on {p['device']} in {p['wall_seconds']:.0f} s, "
         f"commit {str(p['git_commit'])[:10]})",
-        f"training objective on the test set (the model's own, not comparable across models) {m['test_objective']:.2f} = reconstruction {m['test_rec']:.2f} "
-        f"+ λ = {c['lam']:g} × regulariser {m['test_reg']:.3f}",
+        objective,
     ]
     if "test_elbo" in m:
         lines.append(
@@ -91,7 +98,7 @@ def summary(run) -> str:
             f"− KL {m['test_elbo_kl']:.2f}"
         )
         lines.append(
-            f"importance-weighted log p(x), K = {m['iw_samples']}, {m['iw_images']} test images: "
+            f"importance-weighted log p(x) under the model's own prior, K = {m['iw_samples']}, {m['iw_images']} test images: "
             f"{m['iw_log_likelihood']:.2f} nats"
         )
     if "refit_elbo" in m:
