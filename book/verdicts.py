@@ -1,4 +1,4 @@
-"""The paper's MNIST claims, judged from stored runs.
+"""The paper's MNIST claims and the landscape chapter's questions, judged from stored runs.
 
 Every verdict is made seed by seed and then summarised: "yes" when every seed agrees with the
 claim, "no" when none does, "partly" otherwise, with the per-seed counts in the details. Each
@@ -133,4 +133,71 @@ def claims(table, defaults: dict[str, float], *, k: int = 20) -> list[tuple[str,
 def markdown(rows) -> str:
     lines = ["| claim of the paper | yardstick | borne out here? | our numbers |", "| --- | --- | --- | --- |"]
     lines += [f"| {c} | {y} | {v} | {d} |" for c, y, v, d in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------- the landscape chapter
+
+
+def variant(row) -> str:
+    """A landscape run's row label: the model's name, or ``beta<β>`` for the VAE page at λ = β ≠ 1."""
+    return f"beta{row.lam:g}" if row.model == "vae" and row.lam != 1.0 else row.model
+
+
+def _paired(df, left: str, right: str, left_key: str, right_key: str):
+    """``left_key`` of variant ``left`` and ``right_key`` of ``right`` per (dataset, seed)."""
+    a = df[df.variant == left].set_index(["dataset", "seed"])[left_key]
+    b = df[df.variant == right].set_index(["dataset", "seed"])[right_key]
+    both = a.index.intersection(b.index)
+    return a[both], b[both]
+
+
+def lower(df, left: str, right: str, left_key: str, right_key: str, what: str) -> tuple[str, str]:
+    """Whether ``left_key`` of ``left`` is below ``right_key`` of ``right`` in every (dataset,
+    seed) pair; the details give the means per dataset and the count."""
+    a, b = _paired(df, left, right, left_key, right_key)
+    hits = list(a < b)
+    per = "; ".join(
+        f"{d}: {a.xs(d).mean():.1f} vs {b.xs(d).mean():.1f}" for d in a.index.get_level_values(0).unique()
+    )
+    return agreement(hits), f"{what} (mean over seeds) {per}; lower in {sum(hits)}/{len(hits)} (dataset, seed) pairs"
+
+
+def gap(df):
+    """FID of prior samples minus FID of ex-post GMM samples: what a fitted sampler gains."""
+    return df.assign(gap=df.fid - df.gmm_fid)
+
+
+def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """The chapter's verdict rows: (question, comparison, verdict, numbers), from a frame of
+    landscape runs with ``variant`` and ``gap`` columns."""
+    rows = []
+    for v in fixed_prior:
+        rows.append((
+            "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", labels[v],
+            *lower(df, v, v, "gmm_fid", "fid", "FID, GMM vs N(0, I) samples,"),
+        ))
+    for other in ("vae", "wae", "ae"):
+        rows.append((
+            "Does regularising the aggregate, as HEBAE does, close the gap to an ex-post sampler?",
+            f"HEBAE's gap (FID of N(0, I) samples − FID of GMM samples) below the {labels[other]}'s",
+            *lower(df, "hebae", other, "gap", "gap", "gap"),
+        ))
+    for other in ("ae", "rae"):
+        rows.append((
+            "Does HEBAE sample from N(0, I) as well as an autoencoder with an ex-post GMM?",
+            f"HEBAE's FID with N(0, I) below {labels[other]} + GMM's",
+            *lower(df, "hebae", other, "fid", "gmm_fid", "FID"),
+        ))
+    for learned in ("twostage", "vamp"):
+        rows.append((
+            "Does a learned prior beat the VAE's N(0, I)?", f"{labels[learned]} vs VAE, FID of prior samples",
+            *lower(df, learned, "vae", "fid", "fid", "FID"),
+        ))
+    return rows
+
+
+def question_markdown(rows) -> str:
+    lines = ["| question | comparison | answer here | our numbers |", "| --- | --- | --- | --- |"]
+    lines += [f"| {q} | {c} | {v} | {d} |" for q, c, v, d in rows]
     return "\n".join(lines)
