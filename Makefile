@@ -7,12 +7,14 @@ NBDIR := _build/nbval
 GRID ?= mnist-paper
 DEVICE ?= auto
 JOBS ?= 1
+# local: batched groups on this machine | slurm: one submitit job per group | papermill: each run's page
+EXECUTOR ?= local
 # book/pages.py (the model table) and book/verdicts.py are imported by name: pages executed by
 # jupyter-book and papermill run in book/; for everything else (pytest's notebook kernels, tools,
 # benchmarks) this is the one place that puts book/ on the path.
 export PYTHONPATH := $(CURDIR)/book
 
-.PHONY: setup test book notebooks reproduce benchmark clean
+.PHONY: setup test book notebooks reproduce benchmark clean pairs browser-check
 
 setup: $(STAMP)
 
@@ -39,10 +41,20 @@ book: $(STAMP)
 	$(PY) tools/sync_readme.py
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
 
-# A grid of runs (mnist-paper, mnist-cpu, mnist-ablations, celeba) as concurrent papermill runs;
-# stored runs are skipped.
+# The paired .ipynb of every model page (pages.TABLE), for papermill, Colab and Binder: run after
+# adding a model page or editing one (tests/test_pairs.py fails while a pair is stale).
+pairs: $(STAMP)
+	$(PY) tools/pair_notebooks.py
+
+# Every page of _build/html in headless Chromium, offline (make test runs it after building the book).
+browser-check: book
+	$(PY) tools/browser_check.py _build/html
+
+# One or more grids of runs (mnist-paper, mnist-cpu, mnist-ablations, celeba, landscape-mnist,
+# landscape-fashion; GRID="a b" for several); stored runs are skipped, killed ones resume.
+# EXECUTOR=slurm hands them to a cluster.
 reproduce: $(STAMP)
-	$(PY) tools/reproduce.py --grid $(GRID) --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS)
+	$(PY) tools/reproduce.py --grid $(GRID) --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --executor $(EXECUTOR)
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/epoch_time.py --device $(DEVICE)

@@ -160,7 +160,7 @@ def lower(df, left: str, right: str, left_key: str, right_key: str, what: str) -
     per = "; ".join(
         f"{d}: {a.xs(d).mean():.1f} vs {b.xs(d).mean():.1f}" for d in a.index.get_level_values(0).unique()
     )
-    return agreement(hits), f"{what} (mean over seeds) {per}; lower in {sum(hits)}/{len(hits)} (dataset, seed) pairs"
+    return agreement(hits), f"{what}, mean over seeds: {per}; lower in {sum(hits)}/{len(hits)} (dataset, seed) pairs"
 
 
 def gap(df):
@@ -175,12 +175,12 @@ def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str]) -> l
     for v in fixed_prior:
         rows.append((
             "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", labels[v],
-            *lower(df, v, v, "gmm_fid", "fid", "FID, GMM vs N(0, I) samples,"),
+            *lower(df, v, v, "gmm_fid", "fid", "FID of GMM vs N(0, I) samples"),
         ))
     for other in ("vae", "wae", "ae"):
         rows.append((
             "Does regularising the aggregate, as HEBAE does, close the gap to an ex-post sampler?",
-            f"HEBAE's gap (FID of N(0, I) samples − FID of GMM samples) below the {labels[other]}'s",
+            f"HEBAE gains less from the GMM than the {labels[other]} (gap: FID of N(0, I) samples − FID of GMM samples)",
             *lower(df, "hebae", other, "gap", "gap", "gap"),
         ))
     for other in ("ae", "rae"):

@@ -34,7 +34,7 @@ def test_sizes_shrink_from_paper_to_smoke():
         assert paper["epochs"] >= reduced["epochs"] >= smoke["epochs"] == 1
         assert paper["n_iw"] >= reduced["n_iw"] >= smoke["n_iw"]
     assert profiles.sizes("paper", "celeba")["conv_channels"] == [128, 256, 512, 1024]
-    with pytest.raises(ValueError, match="dataset must be one of mnist, synthetic, celeba"):
+    with pytest.raises(ValueError, match="dataset must be one of mnist, fashion, synthetic, celeba"):
         profiles.sizes("paper", "cifar")
 
 

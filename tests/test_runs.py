@@ -37,6 +37,7 @@ def test_trains_once_then_loads(tmp_path):
     assert {"git_commit", "packages", "machine", "device", "wall_seconds", "started_utc"} <= prov.keys()
     assert prov["packages"]["torch"]
     assert prov["profile"] == "reduced"  # copied from the config, never read from the environment
+    assert prov["batch"] == {"size": 1, "index": 0}  # trained alone
     assert runs.find(config, root=tmp_path).path == first.path
     assert [r.id for r in runs.select(root=tmp_path, model="vae")] == [first.id]
     assert runs.select(root=tmp_path, model="wae") == []

@@ -1,9 +1,19 @@
-"""Run a grid of model pages through papermill, concurrently, skipping runs already stored.
+"""Make every run of one or more grids, skipping runs already stored.
 
-    python tools/reproduce.py --grid mnist-paper --profile paper --device cuda --jobs 4
+    python tools/reproduce.py --grid mnist-paper mnist-ablations --profile paper --device cuda
+    python tools/reproduce.py --grid mnist-paper --executor slurm --slurm-partition gpu
 
-Each run is one execution of a model page (book/<model>.md) with its parameters; its notebook
-is written to _build/reproduce/<run id>.ipynb. ``make reproduce`` calls this with PROFILE and GRID.
+Executors (``--executor``, ``make reproduce EXECUTOR=...``):
+
+* ``local`` (default): the runs that differ only in seed and λ train together as one batch
+  (hebae.batched), one group after another, or ``--jobs`` groups at a time in worker processes;
+* ``slurm``: one SLURM job per group through submitit (``pip install 'hebae[cluster]'``), all
+  writing into the shared results folder;
+* ``papermill``: each run alone, as one execution of its model page (book/<model>.md), its
+  notebook written to _build/reproduce/<run id>.ipynb; ``--jobs`` at a time.
+
+Every executor stores the same runs under the same ids. A run that was killed resumes from its
+last checkpointed epoch when the command is run again.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hebae import grids, profiles, runs, train
+from hebae import grids, launch, profiles, runs, train
 from pages import classes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +35,7 @@ GRIDS = {
     **{name: ("mnist", lambda profile, name=name: grids.mnist(name, profile)) for name in grids.GRIDS},
     "mnist-ablations": ("mnist", grids.mnist_ablations),
     "celeba": ("celeba", grids.celeba),
+    **{f"landscape-{d}": (d, grids.landscape) for d in grids.LANDSCAPE_DATASETS},
 }
 
 
@@ -50,28 +61,57 @@ def execute(point: dict, config: dict, params: list[str], threads: int) -> tuple
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--grid", default="mnist-paper", choices=tuple(GRIDS))
+    parser.add_argument("--grid", nargs="+", default=["mnist-paper"], choices=tuple(GRIDS), help="one or more grids")
     parser.add_argument("--profile", default=None, choices=profiles.NAMES, help="default: $HEBAE_PROFILE, else paper")
     parser.add_argument("--device", default="auto", choices=train.DEVICES)
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--executor", default="local", choices=(*launch.EXECUTORS, "papermill"))
+    parser.add_argument("--jobs", type=int, default=1, help="groups (papermill: runs) at a time on this machine")
+    parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
+                        help="save each run's resume state after an epoch at most this often (default 60; 0: every epoch). "
+                             "Every epoch of a paper-scale grid on a GPU would write about 200 GB.")
+    parser.add_argument("--slurm-partition", default=None)
+    parser.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit of one job")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to make, make none")
     args = parser.parse_args()
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1; got {args.jobs}")
     profile = profiles.resolve(args.profile)
-    dataset, make_points = GRIDS[args.grid]
-    points = make_points(profile)
-    configs = [grids.configure(p, classes(), dataset=dataset, profile=profile)[0] for p in points]
-    todo = [(p, c) for p, c in zip(points, configs) if runs.find(c) is None]
-    print(f"grid {args.grid} at the {profile} profile: {len(points)} runs, {len(points) - len(todo)} stored, {len(todo)} to make")
+    removed = runs.clean_stale()
+    if removed:
+        print(f"removed {len(removed)} temporary folder(s) of dead runs")
+    todo, total = [], 0
+    for name in args.grid:
+        dataset, make_points = GRIDS[name]
+        points = make_points(profile)
+        configs = [grids.configure(p, classes(), dataset=dataset, profile=profile)[0] for p in points]
+        new = [(p, c) for p, c in zip(points, configs) if runs.find(c) is None and c not in [t[1] for t in todo]]
+        print(f"grid {name} at the {profile} profile: {len(points)} runs, {len(points) - len(new)} stored, {len(new)} to make")
+        todo += [(p, c, dataset) for p, c in new]
+        total += len(points)
     if args.dry_run:
-        for p, c in todo:
+        for p, c, _ in todo:
             print(runs.run_id(c), p)
         return 0
+    if args.executor == "papermill":
+        return _papermill(todo, profile, args)
+    groups = launch.plan([c for _, c, _ in todo])
+    print(f"{len(groups)} group(s) of runs that train together: " + ", ".join(str(len(g)) for g in groups))
+    slurm = {"timeout_min": args.slurm_time, **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {})}
+    outcomes = launch.launch(groups, executor=args.executor, device=args.device, jobs=args.jobs,
+                             checkpoint_seconds=args.checkpoint_every, slurm=slurm)
+    failed = [o for o in outcomes if o.error]
+    for o in failed:
+        print(f"FAILED {o.name}: {o.error[-2000:]}")
+    made = sum(len(o.stored) for o in outcomes)
+    print(f"done: {made} runs stored, {len(failed)} group(s) failed")
+    return 1 if failed else 0
+
+
+def _papermill(todo, profile, args) -> int:
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     failed = 0
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(execute, p, c, parameters(p, dataset, profile, args.device), threads) for p, c in todo]
+        futures = [pool.submit(execute, p, c, parameters(p, dataset, profile, args.device), threads) for p, c, dataset in todo]
         for future in tqdm(as_completed(futures), total=len(futures), desc="runs"):
             config, code, log = future.result()
             if code:

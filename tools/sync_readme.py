@@ -1,5 +1,6 @@
-"""Copy the results table that the MNIST chapter writes (results/mnist-claims.md) into README.md,
-between the markers ``<!-- mnist-claims:start -->`` and ``<!-- mnist-claims:end -->``."""
+"""Copy the results tables that the chapters write into README.md: ``results/<name>.md`` goes
+between the markers ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``, for each name in
+``BLOCKS`` (the MNIST chapter's claims, the landscape chapter's answers)."""
 
 from __future__ import annotations
 
@@ -8,22 +9,24 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- mnist-claims:start -->", "<!-- mnist-claims:end -->"
+BLOCKS = ("mnist-claims", "landscape-answers")
 
 
 def main() -> int:
-    table = ROOT / "results" / "mnist-claims.md"
     readme = ROOT / "README.md"
-    if not table.exists():
-        print(f"sync_readme: {table} does not exist yet; build the book first", file=sys.stderr)
-        return 1
-    text = readme.read_text()
-    if START not in text or END not in text:
-        print(f"sync_readme: README.md lacks the markers {START} ... {END}", file=sys.stderr)
-        return 1
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    updated = f"{head}{START}\n{table.read_text().strip()}\n{END}{tail}"
+    text = updated = readme.read_text()
+    for name in BLOCKS:
+        table = ROOT / "results" / f"{name}.md"
+        start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+        if not table.exists():
+            print(f"sync_readme: {table} does not exist yet; build the book first", file=sys.stderr)
+            return 1
+        if start not in updated or end not in updated:
+            print(f"sync_readme: README.md lacks the markers {start} ... {end}", file=sys.stderr)
+            return 1
+        head, rest = updated.split(start, 1)
+        _, tail = rest.split(end, 1)
+        updated = f"{head}{start}\n{table.read_text().strip()}\n{end}{tail}"
     if updated != text:
         tmp = readme.with_suffix(".md.tmp")
         tmp.write_text(updated)

@@ -7,11 +7,43 @@ Shapes: a batch of m latent vectors is (m, k).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import math
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+
+# Where the models' noise comes from. None: torch's global generator, as ``torch.randn``. The
+# training loop may install another source for a stretch of code (:func:`noise_source`): batched
+# training (``hebae.batched``) hands every run the draws a lone run of it would have made.
+_NOISE: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("hebae_noise", default=None)
+
+
+def standard_normal(shape, *, device=None, dtype=None) -> torch.Tensor:
+    """N(0, I) noise of ``shape``, as ``torch.randn(shape, device=device, dtype=dtype)``.
+
+    Every random draw a model makes in ``loss`` goes through this function (the
+    reparameterisations below use it, and a page that needs prior draws calls it), so that the
+    training loop can control where the draws come from. Outside such control it *is*
+    ``torch.randn`` on the global generator.
+    """
+    source = _NOISE.get()
+    if source is None:
+        return torch.randn(shape, device=device, dtype=dtype)
+    return source(tuple(shape), device=device, dtype=dtype)
+
+
+@contextlib.contextmanager
+def noise_source(source: Callable | None) -> Iterator[None]:
+    """Within the block, :func:`standard_normal` returns ``source(shape, device=, dtype=)``."""
+    token = _NOISE.set(source)
+    try:
+        yield
+    finally:
+        _NOISE.reset(token)
 
 
 def in_float32(fn):
@@ -84,7 +116,7 @@ def hebae_regulariser(mu: torch.Tensor, *, jitter: float = 0.0) -> torch.Tensor:
 
 def reparameterise_diag(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
     """z = μ + σ ⊙ ε with σ = exp(½ logvar): the VAE's Eq. 3."""
-    eps = torch.randn_like(mu) if eps is None else eps
+    eps = standard_normal(mu.shape, device=mu.device, dtype=mu.dtype) if eps is None else eps
     return mu + (0.5 * logvar).exp() * eps
 
 
@@ -106,7 +138,7 @@ def reparameterise_cholesky(
     it vary by dimension, which makes Eq. 8's scalar σ_i a vector s_i. The draw has covariance
     diag(s_i) Σ diag(s_i).
     """
-    eps = torch.randn_like(mu) if eps is None else eps
+    eps = standard_normal(mu.shape, device=mu.device, dtype=mu.dtype) if eps is None else eps
     r = cholesky_factor(sigma, jitter)
     return mu + log_scale.exp() * (eps @ r.T)
 
@@ -120,7 +152,7 @@ def reparameterise_diagonal_shortcut(
     It keeps the variances of Eq. 8 and drops the correlations: its covariance is
     diag(s_i)² diag(Σ) instead of diag(s_i) Σ diag(s_i).
     """
-    eps = torch.randn_like(mu) if eps is None else eps
+    eps = standard_normal(mu.shape, device=mu.device, dtype=mu.dtype) if eps is None else eps
     return mu + log_scale.exp() * sigma.diagonal().clamp_min(0).sqrt() * eps
 
 

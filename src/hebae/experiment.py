@@ -150,32 +150,62 @@ def train_config(config: dict) -> train.TrainConfig:
     )
 
 
-def run(config: dict, build: type[Autoencoder], *, device: str = "auto", progress: bool = True) -> runs.Run:
-    """Train the model ``build(config, image_shape)`` returns, or load the stored run."""
+def run(config: dict, build: type[Autoencoder], *, device: str = "auto", progress: bool = True,
+        checkpoint_seconds: float = 0.0) -> runs.Run:
+    """Train the model ``build(config, image_shape)`` returns, or load the stored run.
+
+    Training checkpoints itself into the run's temporary folder after every epoch (at most once
+    per ``checkpoint_seconds``); a run killed and asked for again resumes from there.
+    """
     if config.get("model") != getattr(build, "name", None):
         raise ValueError(f"config is for model {config.get('model')!r} but build is {getattr(build, 'name', build)!r}")
 
     def train_and_measure(workdir):
-        from safetensors.torch import save_file
-
-        dev = train.pick_device(device)
-        train_split, test_split = load_data(config)
-        train.seed_everything(config["seed"])
-        model = build(config, train_split.shape)
-        test_images = test_split.images
-
-        def evaluate(m, epoch):
-            return measure.per_epoch(m, test_images)
-
-        history = train.fit(model, train_split.images, train_config(config), device=dev, evaluate=evaluate, progress=progress)
-        model.after_training(train_split.images, dev)
-        artifacts = measure.measure(model, test_images, config, dev, train_images=train_split.images, progress=progress)
-        artifacts.history = history
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(workdir / "checkpoint.safetensors"))
-        return artifacts
+        return train_one(config, build, train.pick_device(device), workdir, progress=progress, checkpoint_seconds=checkpoint_seconds)
 
     return runs.get_or_train(config, train_and_measure)
+
+
+def evaluator(test_images: torch.Tensor):
+    """The per-epoch evaluation every run records (:func:`hebae.measure.per_epoch`)."""
+
+    def evaluate(model, epoch):
+        return measure.per_epoch(model, test_images)
+
+    return evaluate
+
+
+def build_model(config: dict, build: type[Autoencoder], image_shape) -> torch.nn.Module:
+    """The run's model as a lone run builds it: every generator seeded from the config first."""
+    train.seed_everything(config["seed"])
+    return build(config, image_shape)
+
+
+def train_one(config: dict, build: type[Autoencoder], dev: torch.device, workdir, *, progress: bool = True,
+              checkpoint_seconds: float = 0.0) -> runs.Artifacts:
+    """Train one run alone in ``workdir`` (resuming from its resume state there) and measure it."""
+    train_split, test_split = load_data(config)
+    model = build_model(config, build, train_split.shape)
+    history = train.fit(
+        model, train_split.images, train_config(config), device=dev, evaluate=evaluator(test_split.images),
+        progress=progress, checkpoint=workdir / runs.RESUME_FILE, checkpoint_seconds=checkpoint_seconds,
+    )
+    return finish(model, config, history, dev, workdir, progress=progress)
+
+
+def finish(model: torch.nn.Module, config: dict, history: list[dict], dev: torch.device, workdir, *,
+           progress: bool = True) -> runs.Artifacts:
+    """What follows training, the same for a lone run and a batched one: the model's own
+    ``after_training`` step, the measurements, and the weights saved into ``workdir``."""
+    from safetensors.torch import save_file
+
+    train_split, test_split = load_data(config)
+    model.after_training(train_split.images, dev)
+    artifacts = measure.measure(model, test_split.images, config, dev, train_images=train_split.images, progress=progress)
+    artifacts.history = history
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(workdir / "checkpoint.safetensors"))
+    return artifacts
 
 
 def load_model(run: runs.Run, build: type[Autoencoder], image_shape) -> torch.nn.Module:

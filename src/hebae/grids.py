@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 
-from . import experiment, profiles, runs
+from . import batched, experiment, profiles, runs
 
 SEEDS = (0, 1, 2)
 LATENT_DIMS = (2, 5, 10, 20)
@@ -99,12 +99,18 @@ def configure(point: dict, models: dict, *, dataset: str, profile: str, device: 
     return experiment.configure(models[point["model"]], dataset=dataset, profile=profile, device=device, **params)
 
 
-def run(points: list[dict], models: dict, *, dataset: str, profile: str, device: str = "auto", progress: bool = True) -> list[runs.Run]:
-    """Load (or train, then store) the run of every point, with one progress bar over the grid."""
-    from tqdm.auto import tqdm
+def run(points: list[dict], models: dict, *, dataset: str, profile: str, device: str = "auto", progress: bool = True,
+        batch: bool | None = None) -> list[runs.Run]:
+    """Load (or train, then store) the run of every point.
 
-    stored = []
-    for point in tqdm(points, desc=f"{dataset} runs", disable=not progress):
-        config, dev = configure(point, models, dataset=dataset, profile=profile, device=device)
-        stored.append(experiment.run(config, models[point["model"]], device=dev, progress=False))
-    return stored
+    Points that differ only in seed and λ train together as one batch (:mod:`hebae.batched`)
+    where that pays; ``batch=False`` trains every run alone. Either way each run is stored
+    under its own config's id, exactly as its page would store it.
+    """
+    configs = [configure(p, models, dataset=dataset, profile=profile, device=device) for p in points]
+    stored = {}
+    for members in batched.group([c for c, _ in configs]):
+        dev = configs[0][1]
+        for run in batched.run_group(members, models[members[0]["model"]], device=dev, progress=progress, batch=batch):
+            stored[run.id] = run
+    return [stored[runs.run_id(c)] for c, _ in configs]

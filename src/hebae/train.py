@@ -5,14 +5,24 @@ entry is the scalar to minimise; the other entries (reconstruction, regulariser,
 averaged per epoch into the history. A model may define ``param_groups()`` (the optimiser's
 parameter groups, e.g. weight decay on the decoder only); otherwise all its parameters train alike. The loop knows nothing of storage or metrics: an optional
 ``evaluate(model, epoch)`` callback adds per-epoch numbers such as a test ELBO.
+
+Given a ``checkpoint`` path, :func:`fit` saves the weights, the optimiser, the shuffling
+generator and the global random state there after every epoch (atomically), and a later call
+with the same model, data and config resumes from it: the history it ends with is the one an
+uninterrupted run would have had. Nothing inside an epoch waits for the device: the loss terms
+accumulate on it and the NaN guard reads them once per epoch. :mod:`hebae.batched` trains many
+runs of one architecture as one stacked model with the same semantics.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import os
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from dataclasses import dataclass
@@ -107,6 +117,127 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state(device: torch.device) -> dict:
+    """The global random state a run draws from: the CPU generator's, and the GPU's on cuda."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def learning_rate(config: TrainConfig, epoch: int) -> float:
+    return config.lr * lr_factor(config.schedule, epoch)
+
+
+def optimizer_factory(groups: list[dict], config: TrainConfig) -> Callable[[int], torch.optim.Optimizer]:
+    """``make(epoch)``: a fresh Adam over ``groups`` at that epoch's learning rate."""
+
+    def make(epoch: int) -> torch.optim.Optimizer:
+        # Fresh copies: an optimiser writes its defaults into the group dicts it is given.
+        return torch.optim.Adam([dict(g) for g in groups], lr=learning_rate(config, epoch))
+
+    return make
+
+
+def autocast_for(config: TrainConfig, device: torch.device):
+    """The autocast context of the forward pass, and whether it is bf16."""
+    bf16 = config.bf16 and bf16_pays(device)
+    return (torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()), bf16
+
+
+def at_least_float32(value: torch.Tensor) -> torch.Tensor:
+    """A loss term to accumulate: half precision promoted to float32, float64 kept."""
+    value = value.detach()
+    return value if value.dtype == torch.float64 else value.float()
+
+
+class NanGuard:
+    """Remembers, on the device, the first batch of an epoch whose objective was not finite, for
+    one run (a scalar objective) or many (a vector); :meth:`check` reads it once, at the end."""
+
+    def __init__(self, shape: tuple, device: torch.device):
+        self.first = torch.full(shape, -1, dtype=torch.long, device=device)
+        self.value = torch.zeros(shape, dtype=torch.float32, device=device)
+
+    def update(self, objective: torch.Tensor, batch: int) -> None:
+        objective = objective.detach().float()
+        new = ~torch.isfinite(objective) & (self.first < 0)
+        self.first = torch.where(new, batch, self.first)
+        self.value = torch.where(new, objective, self.value)
+
+    def failures(self) -> list[tuple[int, int, float]]:
+        """``(run index, 0-based batch, value)`` of every run whose objective went bad."""
+        first, value = self.first.reshape(-1).tolist(), self.value.reshape(-1).tolist()
+        return [(i, b, v) for i, (b, v) in enumerate(zip(first, value)) if b >= 0]
+
+
+def non_finite(value: float, epoch: int, batch: int, batches: int, lr: float, who: str = "") -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"{who}objective became {value} at epoch {epoch + 1}, batch {batch + 1} of {batches} "
+        f"(lr {lr:.3g}); try a smaller lr or a larger jitter"
+    )
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".writing")
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path | None, config: TrainConfig) -> dict | None:
+    """The resume state at ``path``, or None when there is none or it was made under another
+    training config (then it is ignored, with a warning). Loaded with ``weights_only``: no code
+    is unpickled."""
+    if path is None or not Path(path).exists():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT or state.get("train_config") != dataclasses.asdict(config):
+        warnings.warn(f"ignoring the resume checkpoint {path}: it was made under another training config")
+        return None
+    return state
+
+
+def epoch_checkpoint(config: TrainConfig, epoch: int, history: list[dict], model_state: dict, optimizer_state: dict,
+                     shuffle_state: torch.Tensor, rng: dict) -> dict:
+    """What a run needs to go on after ``epoch`` (1-based, complete) as if never stopped."""
+    return {
+        "train_config": dataclasses.asdict(config),
+        "epoch": epoch,
+        "history": history,
+        "model": {k: v.detach().cpu().clone() for k, v in model_state.items()},
+        "optimizer": optimizer_state,
+        "shuffle": shuffle_state,
+        "rng": rng,
+    }
+
+
+class Every:
+    """True at most once per ``seconds`` (always when ``seconds`` is 0), and at the last epoch."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.last = seconds, time.monotonic()
+
+    def __call__(self, last_epoch: bool) -> bool:
+        now = time.monotonic()
+        if last_epoch or now - self.last >= self.seconds:
+            self.last = now
+            return True
+        return False
+
+
 def fit(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -115,11 +246,15 @@ def fit(
     device: torch.device | str = "auto",
     evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
     progress: bool = True,
+    checkpoint: Path | None = None,
+    checkpoint_seconds: float = 0.0,
 ) -> list[dict]:
     """Train ``model`` on ``images`` (N, C, H, W); return one history dict per epoch.
 
     The model must already be seeded and built; shuffling uses its own generator seeded from
-    ``config.seed``, so the same seed gives the same history on the same device.
+    ``config.seed``, so the same seed gives the same history on the same device. With
+    ``checkpoint`` (a file path), the run saves its state there after each epoch (at most once
+    per ``checkpoint_seconds``, and after the last) and resumes from it when it exists.
     """
     from tqdm.auto import tqdm
 
@@ -134,19 +269,22 @@ def fit(
     if batches < 1:
         raise ValueError(f"batch_size {config.batch_size} exceeds the number of training images {n}")
     shuffle = torch.Generator().manual_seed(config.seed)
-    bf16 = config.bf16 and bf16_pays(device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast, bf16 = autocast_for(config, device)
     groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-
-    def make_optimizer(epoch: int):
-        # Fresh copies: an optimiser writes its defaults into the group dicts it is given.
-        return torch.optim.Adam([dict(g) for g in groups], lr=config.lr * lr_factor(config.schedule, epoch))
-
+    make_optimizer = optimizer_factory(groups, config)
     optimizer = make_optimizer(0)
     history: list[dict] = []
-    bar = tqdm(range(config.epochs), desc=type(model).__name__, disable=not progress)
+    resume = load_checkpoint(checkpoint, config)
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        shuffle.set_state(resume["shuffle"])
+        set_rng_state(resume["rng"], device)
+        history = list(resume["history"])
+    save_now = Every(checkpoint_seconds)
+    bar = tqdm(range(len(history), config.epochs), desc=type(model).__name__, disable=not progress)
     for epoch in bar:
-        lr = config.lr * lr_factor(config.schedule, epoch)
+        lr = learning_rate(config, epoch)
         if config.reset_adam and epoch > 0 and lr != history[-1]["lr"]:
             optimizer = make_optimizer(epoch)
         for group in optimizer.param_groups:
@@ -154,22 +292,26 @@ def fit(
         model.train()
         start = time.perf_counter()
         sums: dict[str, torch.Tensor] = {}
+        guard = NanGuard((), device)
         order = torch.randperm(n, generator=shuffle).to(device)
-        for b in range(batches):
-            x = data[order[b * config.batch_size : (b + 1) * config.batch_size]]
-            with autocast:
-                terms = model.loss(x)
-            objective = terms["objective"]
-            if not torch.isfinite(objective):
-                raise NonFiniteLossError(
-                    f"objective became {objective.item()} at epoch {epoch + 1}, batch {b + 1} of "
-                    f"{batches} (lr {lr:.3g}); try a smaller lr or a larger jitter"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            objective.backward()
-            optimizer.step()
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value.detach().float()
+        try:
+            for b in range(batches):
+                x = data[order[b * config.batch_size : (b + 1) * config.batch_size]]
+                with autocast:
+                    terms = model.loss(x)
+                objective = terms["objective"]
+                guard.update(objective, b)
+                optimizer.zero_grad(set_to_none=True)
+                objective.backward()
+                optimizer.step()
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + at_least_float32(value)
+        except Exception as error:  # a non-finite objective earlier in the epoch is the cause to name
+            for _, batch, value in guard.failures():
+                raise non_finite(value, epoch, batch, batches, lr) from error
+            raise
+        for _, batch, value in guard.failures():
+            raise non_finite(value, epoch, batch, batches, lr)
         record = {"epoch": epoch + 1, "lr": lr, "bf16": bf16}
         record.update({k: (v / batches).item() for k, v in sums.items()})
         record["seconds"] = time.perf_counter() - start
@@ -179,5 +321,9 @@ def fit(
                 record.update(evaluate(model, epoch + 1))
         history.append(record)
         bar.set_postfix(objective=f"{record['objective']:.2f}")
+        if checkpoint is not None and save_now(epoch + 1 == config.epochs):
+            save_checkpoint(checkpoint, epoch_checkpoint(
+                config, epoch + 1, history, model.state_dict(), optimizer.state_dict(), shuffle.get_state(), rng_state(device)
+            ))
     model.eval()
     return history
