@@ -37,6 +37,26 @@ def cpu_peak() -> float:
     return reps * 2 * 2048**3 / (time.perf_counter() - start)
 
 
+def training_step(model, x, bf16: bool, device):
+    """One Adam step of ``model`` on ``x`` as a closure, in float32 or, with ``bf16``, under bf16
+    autocast with channels-last memory (the training loop's setting for the conv nets); and the
+    autocast context it uses."""
+    if bf16:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam(model.param_groups(), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def step():
+        with autocast:
+            loss = model.loss(x)["objective"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step, autocast
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=train.DEVICES)
@@ -58,19 +78,7 @@ def main() -> None:
     for page, bf16 in [(page, bf16) for page in ("vae", "wae", "hebae") for bf16 in (False, True)]:
         config, _ = experiment.configure(classes()[page], dataset="celeba", profile=profile)
         model = classes()[page](config, (3, 64, 64)).to(device)
-        x = torch.rand(100, 3, 64, 64, device=device)
-        if bf16:
-            model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        optimizer = torch.optim.Adam(model.param_groups(), lr=1e-4)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-
-        def step():
-            with autocast:
-                loss = model.loss(x)["objective"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        step, _ = training_step(model, torch.rand(100, 3, 64, 64, device=device), bf16, device)
 
         with FlopCounterMode(display=False) as counter:
             step()

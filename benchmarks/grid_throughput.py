@@ -30,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from hebae import batched, experiment, grids, train
+from celeba_throughput import training_step  # this folder is on the path when a benchmark runs
 from pages import classes
 
 STEPS_PER_EPOCH = 60000 // 128
@@ -147,19 +148,7 @@ def celeba(args, dev) -> None:
     for bf16 in modes:
         torch.manual_seed(0)
         model = cls(config, (3, 64, 64)).to(dev)
-        x = torch.rand(batch, 3, 64, 64, device=dev)
-        if bf16:
-            model.to(memory_format=torch.channels_last)
-            x = x.contiguous(memory_format=torch.channels_last)
-        autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-        optimizer = torch.optim.Adam(model.param_groups(), lr=1e-4)
-
-        def step():
-            with autocast:
-                loss = model.loss(x)["objective"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        step, autocast = training_step(model, torch.rand(batch, 3, 64, 64, device=dev), bf16, dev)
 
         flops = step_flops(cls, config, dev, (3, 64, 64), batch, autocast, bf16)
         step()

@@ -177,6 +177,10 @@ def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str]) -> l
             "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", labels[v],
             *lower(df, v, v, "gmm_fid", "fid", "FID of GMM vs N(0, I) samples"),
         ))
+    rows.append((
+        "Does HEBAE sample better from N(0, I) than the VAE?", "FID of N(0, I) samples, HEBAE vs VAE",
+        *lower(df, "hebae", "vae", "fid", "fid", "FID"),
+    ))
     for other in ("vae", "wae", "ae"):
         rows.append((
             "Does regularising the aggregate, as HEBAE does, close the gap to an ex-post sampler?",
