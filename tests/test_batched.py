@@ -155,7 +155,7 @@ def test_run_group_stores_each_run_under_its_own_id_with_its_batch(tmp_path):
     vae = classes()["vae"]
     configs = [experiment.configure(vae, dataset="synthetic", profile="smoke", seed=s, lam=lam, epochs=2, n_train=128, n_test=64, batch_size=32)[0]
                for s, lam in ((0, 1.0), (1, 0.5))]
-    stored = batched.run_group(configs, vae, device="cpu", progress=False, root=tmp_path)
+    stored = batched.run_group(configs, vae, device="cpu", progress=False, root=tmp_path, batch=True)
     assert [r.id for r in stored] == [runs.run_id(c) for c in configs]
     for i, run in enumerate(stored):
         assert run.config == configs[i]
@@ -174,5 +174,14 @@ def test_run_group_stores_each_run_under_its_own_id_with_its_batch(tmp_path):
 
     others = [{**c, "n_train": 64} for c in configs]
     with pytest.warns(batched.BatchingFallback, match="cannot be vectorised.*one by one"):
-        alone = batched.run_group(others, HostVAE, device="cpu", progress=False, root=tmp_path)
+        alone = batched.run_group(others, HostVAE, device="cpu", progress=False, root=tmp_path, batch=True)
     assert [r.provenance["batch"]["size"] for r in alone] == [1, 1]
+
+
+def test_batching_is_used_by_default_only_where_it_pays():
+    """On a CPU one dense-net run keeps the cores busy (benchmarks/grid_throughput.py measured
+    batched training slower there); on a GPU the dense nets batch; the conv nets never do."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert not batched.pays({"dataset": "mnist"}, cpu)
+    assert batched.pays({"dataset": "mnist"}, gpu) and batched.pays({"dataset": "fashion"}, gpu)
+    assert not batched.pays({"dataset": "celeba"}, gpu)

@@ -21,7 +21,8 @@ def test_local_executor_trains_each_group_once_and_stores_every_run(tmp_path):
     configs = _configs()
     groups = launch.plan(configs, root=tmp_path)
     assert [len(g) for g in groups] == [2, 1]
-    outcomes = launch.launch(groups, executor="local", device="cpu", results=tmp_path, progress=False)
+    # Batching is asked for: by default it is used only on a GPU (hebae.batched.pays).
+    outcomes = launch.launch(groups, executor="local", device="cpu", results=tmp_path, progress=False, batch=True)
     assert [o.error for o in outcomes] == [None, None]
     assert [i for o in outcomes for i in o.stored] == [runs.run_id(c) for c in configs]
     sizes = [runs.find(c, tmp_path).provenance["batch"]["size"] for c in configs]

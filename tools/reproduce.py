@@ -69,6 +69,8 @@ def main() -> int:
     parser.add_argument("--checkpoint-every", type=float, default=60.0, metavar="SECONDS",
                         help="save each run's resume state after an epoch at most this often (default 60; 0: every epoch). "
                              "Every epoch of a paper-scale grid on a GPU would write about 200 GB.")
+    parser.add_argument("--batch", default="auto", choices=("auto", "on", "off"),
+                        help="train a group's runs as one batch: auto (on a GPU, for the dense nets), on, or off")
     parser.add_argument("--slurm-partition", default=None)
     parser.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit of one job")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to make, make none")
@@ -98,7 +100,8 @@ def main() -> int:
     print(f"{len(groups)} group(s) of runs that train together: " + ", ".join(str(len(g)) for g in groups))
     slurm = {"timeout_min": args.slurm_time, **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {})}
     outcomes = launch.launch(groups, executor=args.executor, device=args.device, jobs=args.jobs,
-                             checkpoint_seconds=args.checkpoint_every, slurm=slurm)
+                             checkpoint_seconds=args.checkpoint_every, slurm=slurm,
+                             batch={"auto": None, "on": True, "off": False}[args.batch])
     failed = [o for o in outcomes if o.error]
     for o in failed:
         print(f"FAILED {o.name}: {o.error[-2000:]}")

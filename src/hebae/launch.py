@@ -59,15 +59,16 @@ def plan(configs: list[dict], root: Path | None = None) -> list[list[dict]]:
 
 
 def train_group(configs: list[dict], device: str, results: str, checkpoint_seconds: float = 0.0,
-                progress: bool = False, threads: int | None = None) -> list[str]:
-    """One job: train (or load) the runs of one group into ``results``; return their ids."""
+                progress: bool = False, threads: int | None = None, batch: bool | None = None) -> list[str]:
+    """One job: train (or load) the runs of one group into ``results``; return their ids.
+    ``batch`` None batches where it pays (:func:`hebae.batched.pays`)."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
     build = _models()[configs[0]["model"]]
     stored = batched.run_group(configs, build, device=device, progress=progress, root=Path(results),
-                               checkpoint_seconds=checkpoint_seconds)
+                               checkpoint_seconds=checkpoint_seconds, batch=batch)
     return [run.id for run in stored]
 
 
@@ -90,6 +91,7 @@ def launch(
     progress: bool = True,
     folder: Path | None = None,
     slurm: dict | None = None,
+    batch: bool | None = None,
 ) -> list[Outcome]:
     """Train ``groups``, one job each, on ``executor``; wait for every job and return what each did.
 
@@ -105,16 +107,16 @@ def launch(
         return []
     if executor == "local":
         if jobs <= 1:
-            return [_call((g, device, str(results), checkpoint_seconds, progress)) for g in groups]
+            return [_call((g, device, str(results), checkpoint_seconds, progress, None, batch)) for g in groups]
         threads = max(1, (os.cpu_count() or 1) // jobs)
         import multiprocessing
 
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return list(pool.map(_call, [(g, device, str(results), checkpoint_seconds, False, threads) for g in groups]))
-    return _submitit(groups, executor, device, results, checkpoint_seconds, folder, slurm or {})
+            return list(pool.map(_call, [(g, device, str(results), checkpoint_seconds, False, threads, batch) for g in groups]))
+    return _submitit(groups, executor, device, results, checkpoint_seconds, folder, slurm or {}, batch)
 
 
-def _submitit(groups, executor, device, results, checkpoint_seconds, folder, slurm) -> list[Outcome]:
+def _submitit(groups, executor, device, results, checkpoint_seconds, folder, slurm, batch) -> list[Outcome]:
     try:
         import submitit
     except ImportError as missing:
@@ -128,7 +130,8 @@ def _submitit(groups, executor, device, results, checkpoint_seconds, folder, slu
         params = {"timeout_min": 60, **{k: v for k, v in slurm.items() if not k.startswith("slurm_")}}
     pool.update_parameters(**params)
     n = len(groups)
-    submitted = pool.map_array(train_group, groups, [device] * n, [str(results)] * n, [checkpoint_seconds] * n)
+    submitted = pool.map_array(train_group, groups, [device] * n, [str(results)] * n, [checkpoint_seconds] * n,
+                               [False] * n, [None] * n, [batch] * n)
     outcomes = []
     for job, configs in zip(submitted, groups):
         try:
