@@ -59,6 +59,7 @@ def test_the_check_catches_each_fault(tmp_path):
     (tmp_path / "bad.html").write_text(
         "<html><body><article>"
         '<p><span class="math">\\(x^2\\)</span> and $$y$$</p>'
+        "<p>| a | b | | --- | --- | | 1 | 2 |</p>"
         '<img src="missing.png">'
         "<pre>&lt;torch._C.Generator at 0x7f62d5f162f0&gt;</pre>"
         f'<pre style="width: 200px; overflow: auto">{"x" * 400}</pre>'
@@ -71,5 +72,5 @@ def test_the_check_catches_each_fault(tmp_path):
     bad = "\n".join(report["bad.html"])
     for expected in ("MathJax did not load", "untypeset equation", "raw TeX", "image did not load: missing.png",
                      "object repr in the output: <torch._C.Generator at 0x7f62d5f162f0>", "code runs past the right edge",
-                     "console error: boom", "example.org"):
+                     "console error: boom", "example.org", "Markdown table left as text"):
         assert expected in bad, f"{expected!r} not reported:\n{bad}"

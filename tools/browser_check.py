@@ -9,7 +9,8 @@ the check sees the book as a reader without internet does. A page fails when
 - MathJax is missing or leaves an equation untypeset: a math element without MathJax output, or
   raw TeX delimiters (``\\(``, ``\\[``, ``$$``) left in the text outside code;
 - it logs a JavaScript error or an uncaught exception, or asks for anything off the local site;
-- a cell prints an object repr (``<... at 0x...>``);
+- a cell prints an object repr (``<... at 0x...>``), or Markdown that was never rendered (a
+  table's ``| --- |`` row left as text);
 - a code block runs past its right edge (long lines must wrap);
 - it is a notebook page without launch buttons (Binder, Colab) and the .ipynb download.
 
@@ -60,13 +61,14 @@ async () => {
   if (hasMathJax) { await MathJax.startup.promise; }
   const mathElements = [...document.querySelectorAll(".math")];
   const untypeset = mathElements.filter((el) => !el.querySelector("mjx-container")).map((el) => el.textContent.trim().slice(0, 80));
-  const leftover = [];
+  const leftover = [], rawTables = [];
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let node = walker.nextNode(); node; node = walker.nextNode()) {
     const parent = node.parentElement;
     if (!parent || parent.closest("pre, code, script, style, textarea, mjx-container, .highlight")) continue;
     const text = node.textContent;
     if (text.includes("\\\\(") || text.includes("\\\\[") || text.includes("$$")) leftover.push(text.trim().slice(0, 80));
+    if (/\|\s*-{3,}\s*\|/.test(text)) rawTables.push(text.trim().slice(0, 80));
   }
   const broken = [...document.images].filter((img) => !img.complete || img.naturalWidth === 0).map((img) => img.getAttribute("src"));
   const overflowing = [...document.querySelectorAll("article pre")]
@@ -76,7 +78,7 @@ async () => {
   const downloads = [...document.querySelectorAll(".dropdown-download-buttons a")].map((a) => a.href);
   return {
     hasMathJax, mathCount: mathElements.length, mjxCount: document.querySelectorAll("mjx-container").length,
-    untypeset, leftover, broken, overflowing, launch, downloads,
+    untypeset, leftover, rawTables, broken, overflowing, launch, downloads,
     text: document.body.innerText, images: document.images.length,
   };
 }
@@ -158,6 +160,7 @@ def check_page(page, base: str, rel: Path, timeout_ms: int) -> tuple[list[str], 
         problems.append(f"{result['mathCount']} math elements but MathJax did not load")
     problems += [f"untypeset equation: {t!r}" for t in result["untypeset"][:5]]
     problems += [f"raw TeX left in the text: {t!r}" for t in result["leftover"][:5]]
+    problems += [f"Markdown table left as text: {t!r}" for t in result["rawTables"][:5]]
     problems += [f"image did not load: {src}" for src in result["broken"]]
     problems += [f"object repr in the output: {m}" for m in sorted(set(REPR.findall(result["text"])))]
     problems += [f"code runs past the right edge: {line!r}" for line in result["overflowing"][:5]]
