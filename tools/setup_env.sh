@@ -10,7 +10,7 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 "$VENV/bin/python" -m pip install --quiet --upgrade "pip==26.1.1"
 # minepy must exist before pip resolves the project, or pip would try (and fail) to build it.
 bash tools/build_minepy.sh "$VENV/bin/python"
-"$VENV/bin/python" -m pip install --quiet -e ".[book,test]"
+"$VENV/bin/python" -m pip install --quiet -e ".[book,test,cluster]"  # cluster: submitit, whose local executor tests the SLURM path
 "$VENV/bin/python" -m ipykernel install --sys-prefix --name python3 >/dev/null
 # book/ on the environment's path, so pages that import the model table (`import pages`) also run
 # outside book/: `papermill book/vamp.ipynb out.ipynb` from the repository root, any kernel.
