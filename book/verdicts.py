@@ -130,9 +130,14 @@ def claims(table, defaults: dict[str, float], *, k: int = 20) -> list[tuple[str,
     return rows
 
 
-def markdown(rows) -> str:
-    lines = ["| claim of the paper | yardstick | borne out here? | our numbers |", "| --- | --- | --- | --- |"]
-    lines += [f"| {c} | {y} | {v} | {d} |" for c, y, v, d in rows]
+CLAIMS_HEADER = ("claim of the paper", "yardstick", "borne out here?", "our numbers")
+QUESTIONS_HEADER = ("question", "comparison", "answer here", "our numbers")
+
+
+def markdown(rows, header=CLAIMS_HEADER) -> str:
+    """A Markdown table of verdict rows (each a 4-tuple) under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
     return "\n".join(lines)
 
 
@@ -168,40 +173,35 @@ def gap(df):
     return df.assign(gap=df.fid - df.gmm_fid)
 
 
-def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str]) -> list[tuple[str, str, str, str]]:
-    """The chapter's verdict rows: (question, comparison, verdict, numbers), from a frame of
-    landscape runs with ``variant`` and ``gap`` columns."""
-    rows = []
+def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str]) -> dict[tuple, tuple[str, str, str, str]]:
+    """The chapter's verdict rows, (question, comparison, verdict, numbers), keyed by what they
+    compare (``("gmm", variant)``, ``("gap", other)``, ...) so prose can quote a row by its key,
+    from a frame of landscape runs with ``variant`` and ``gap`` columns."""
+    rows = {}
     for v in fixed_prior:
-        rows.append((
+        rows[("gmm", v)] = (
             "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", labels[v],
             *lower(df, v, v, "gmm_fid", "fid", "FID of GMM vs N(0, I) samples"),
-        ))
-    rows.append((
+        )
+    rows[("prior", "vae")] = (
         "Does HEBAE sample better from N(0, I) than the VAE?", "FID of N(0, I) samples, HEBAE vs VAE",
         *lower(df, "hebae", "vae", "fid", "fid", "FID"),
-    ))
+    )
     for other in ("vae", "wae", "ae"):
-        rows.append((
+        rows[("gap", other)] = (
             "Does regularising the aggregate, as HEBAE does, close the gap to an ex-post sampler?",
             f"HEBAE gains less from the GMM than the {labels[other]} (gap: FID of N(0, I) samples − FID of GMM samples)",
             *lower(df, "hebae", other, "gap", "gap", "gap"),
-        ))
+        )
     for other in ("ae", "rae"):
-        rows.append((
-            "Does HEBAE sample from N(0, I) as well as an autoencoder with an ex-post GMM?",
+        rows[("fitted", other)] = (
+            "Does HEBAE sample from N(0, I) better than an autoencoder with an ex-post GMM?",
             f"HEBAE's FID with N(0, I) below {labels[other]} + GMM's",
             *lower(df, "hebae", other, "fid", "gmm_fid", "FID"),
-        ))
+        )
     for learned in ("twostage", "vamp"):
-        rows.append((
+        rows[("learned", learned)] = (
             "Does a learned prior beat the VAE's N(0, I)?", f"{labels[learned]} vs VAE, FID of prior samples",
             *lower(df, learned, "vae", "fid", "fid", "FID"),
-        ))
+        )
     return rows
-
-
-def question_markdown(rows) -> str:
-    lines = ["| question | comparison | answer here | our numbers |", "| --- | --- | --- | --- |"]
-    lines += [f"| {q} | {c} | {v} | {d} |" for q, c, v, d in rows]
-    return "\n".join(lines)

@@ -21,8 +21,6 @@ from .train import DEVICES
 # The paper's settings (Appendix B and the official code), per dataset.
 PAPER = {
     "mnist": {"latent_dim": 20, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
-    # Fashion-MNIST (the landscape chapter): MNIST's networks and settings on clothing images.
-    "fashion": {"latent_dim": 20, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
     "celeba": {"latent_dim": 64, "batch_size": 100, "lr": 1e-4, "schedule": "celeba", "likelihood": "mse"},
     # Not in the paper: a small problem of known latent dimension (4) for quick experiments.
     "synthetic": {"latent_dim": 4, "batch_size": 128, "lr": 1e-3, "schedule": "mnist", "likelihood": "bernoulli"},
@@ -95,7 +93,7 @@ def configure(
     if unknown:
         allowed = ", ".join(model.options) or "none"
         raise ValueError(f"{unknown[0]} is not a parameter of {model.name} (its own parameters: {allowed})")
-    paper, scale = PAPER[dataset], profiles.sizes(profile, dataset)
+    paper, scale = PAPER[profiles.settings_dataset(dataset)], profiles.sizes(profile, dataset)
     if n_fid is not None:
         scale["n_fid"] = _at_least("n_fid", n_fid, 2)
     paper_lr = scale.pop("lr", paper["lr"])  # a profile may replace the paper's learning rate
@@ -127,9 +125,10 @@ def configure(
 
 
 def default_lam(model: type[Autoencoder], dataset: str) -> float:
-    """The model's λ for ``dataset``; Fashion-MNIST takes MNIST's where a model names none."""
+    """The model's λ for ``dataset``, or for the dataset whose settings it takes where the model
+    names none (Fashion-MNIST: MNIST's)."""
     table = model.default_lam
-    return table[dataset] if dataset in table else table["mnist" if dataset == "fashion" else dataset]
+    return table[dataset] if dataset in table else table[profiles.settings_dataset(dataset)]
 
 
 @functools.lru_cache(maxsize=4)

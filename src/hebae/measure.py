@@ -66,10 +66,12 @@ def interpolations(model, images: torch.Tensor, device, pairs: int = 4, steps: i
 
 
 @torch.no_grad()
-def samples(model, n: int, seed: int, device, batch_size: int = 500) -> torch.Tensor:
-    """``n`` decoded prior samples, drawn through the model's ``sample_prior`` under ``seed``."""
+def samples(model, n: int, seed: int, device, batch_size: int = 500, draw=None) -> torch.Tensor:
+    """``n`` decoded samples under ``seed``, their codes drawn by ``draw(n, generator)``: the
+    model's ``sample_prior`` unless another sampler (the ex-post mixture's) is given."""
+    draw = draw or model.sample_prior
     gen = torch.Generator().manual_seed(seed)
-    chunks = [model.sample_prior(min(batch_size, n - i), gen).to(device) for i in range(0, n, batch_size)]
+    chunks = [draw(min(batch_size, n - i), gen).to(device) for i in range(0, n, batch_size)]
     return torch.cat([model.decode(z).cpu() for z in chunks])
 
 
@@ -86,12 +88,6 @@ def expost_sampler(model, train_images: torch.Tensor, seed: int, device, n_fit: 
     to the encoder means of (up to ``n_fit``) training images."""
     codes = _batched(model.encode_mean, train_images[:n_fit], device)
     return expost.fit_gmm(codes, 10, seed=seed)
-
-
-@torch.no_grad()
-def gmm_samples(model, gmm: expost.GaussianMixture, n: int, seed: int, device, batch_size: int = 500) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    return torch.cat([model.decode(gmm.sample(min(batch_size, n - i), gen).to(device)).cpu() for i in range(0, n, batch_size)])
 
 
 def fid(model, test_images: torch.Tensor, config: dict, device, *, gmm: expost.GaussianMixture | None = None, progress: bool = False) -> dict:
@@ -114,7 +110,7 @@ def fid(model, test_images: torch.Tensor, config: dict, device, *, gmm: expost.G
     out = score(samples(model, config["n_fid"], config["seed"] + 1, device))
     more = {"rec_": score(_batched(model.reconstruct, real, device))}
     if gmm is not None:
-        more["gmm_"] = score(gmm_samples(model, gmm, config["n_fid"], config["seed"] + 1, device))
+        more["gmm_"] = score(samples(model, config["n_fid"], config["seed"] + 1, device, draw=gmm.sample))
     for prefix, numbers in more.items():
         out.update({f"{prefix}{k}": numbers[k] for k in ("fid", "precision", "recall")})
     return out
@@ -185,7 +181,7 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
     gmm = None
     if train_images is not None:
         gmm = expost_sampler(model, train_images, config["seed"], device)
-        arrays["gmm_samples"] = _to_uint8(gmm_samples(model, gmm, config["n_samples"], config["seed"], device))
+        arrays["gmm_samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device, draw=gmm.sample))
         out.update(gmm_iterations=gmm.iterations, gmm_converged=gmm.converged)
     if config.get("n_fid"):
         out.update(fid(model, test_images, config, device, gmm=gmm, progress=progress))

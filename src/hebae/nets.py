@@ -59,7 +59,7 @@ def build(config: NetConfig) -> tuple[nn.Module, nn.Module]:
     return ConvEncoder(config), ConvDecoder(config)
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
@@ -72,7 +72,7 @@ class DenseEncoder(nn.Module):
     def __init__(self, config: NetConfig):
         super().__init__()
         pixels = math.prod(config.image_shape)
-        self.net = _mlp([pixels, *config.hidden, config.latent_dim * config.heads])
+        self.net = mlp([pixels, *config.hidden, config.latent_dim * config.heads])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
@@ -82,7 +82,7 @@ class DenseDecoder(nn.Module):
     def __init__(self, config: NetConfig):
         super().__init__()
         self.image_shape = tuple(config.image_shape)
-        self.net = _mlp([config.latent_dim, *config.decoder_hidden, math.prod(self.image_shape)])
+        self.net = mlp([config.latent_dim, *config.decoder_hidden, math.prod(self.image_shape)])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).unflatten(1, self.image_shape)
