@@ -130,37 +130,8 @@ def _quiet_vmap_fallbacks():
         yield
 
 
-@dataclasses.dataclass
-class _Run:
-    """One run's own state inside a batch."""
-
-    model: nn.Module  # a lone model, kept in step with the stack for evaluation and checkpoints
-    shuffle: torch.Generator
-    cpu: torch.Generator  # the global CPU generator as the lone run would have it
-    device: torch.Generator  # its device generator (the CPU one on a CPU)
-    history: list[dict]
-
-    def rng(self, dev: torch.device) -> dict:
-        state = {"cpu": self.cpu.get_state()}
-        if dev.type == "cuda":
-            state["cuda"] = self.device.get_state()
-        return state
-
-    @contextmanager
-    def as_global(self, dev: torch.device):
-        """Within the block, torch's global generators are this run's."""
-        saved = train.rng_state(dev)
-        train.set_rng_state(self.rng(dev), dev)
-        try:
-            yield
-        finally:
-            self.cpu.set_state(torch.get_rng_state())
-            if dev.type == "cuda":
-                self.device.set_state(torch.cuda.get_rng_state(dev))
-            train.set_rng_state(saved, dev)
-
-
 def _generators(state: dict, dev: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """A run's own CPU generator and device generator (the CPU one on a CPU), set to ``state``."""
     cpu = torch.Generator()
     cpu.set_state(state["cpu"])
     if dev.type != "cuda":
@@ -168,6 +139,123 @@ def _generators(state: dict, dev: torch.device) -> tuple[torch.Generator, torch.
     gpu = torch.Generator(device=dev)
     gpu.set_state(state["cuda"])
     return cpu, gpu
+
+
+class StackedEngine:
+    """Many runs of one architecture as one stacked model: the engine :func:`hebae.train.train_runs`
+    drives for a batch. One leaf tensor per parameter and buffer with the run axis first, one
+    vectorised loss, one Adam; every run keeps its own generators, λ and lone model (kept in step
+    for evaluation and checkpoints)."""
+
+    def __init__(self, models: list[nn.Module], configs: list[train.TrainConfig], rng_states: list[dict],
+                 resumes: list[dict | None], dev: torch.device):
+        from torch.func import functional_call, vmap
+
+        self.device, self.models, config = dev, models, configs[0]
+        self._batch_size = config.batch_size
+        self.autocast, self.bf16 = train.autocast_for(config, dev)
+        self.cpu, self.generators = [], []
+        for model, rng, resume in zip(models, rng_states, resumes):
+            model.to(dev)
+            if resume is not None:
+                model.load_state_dict(resume["model"])
+                rng = resume["rng"]
+            cpu, gpu = _generators(rng, dev)
+            self.cpu.append(cpu)
+            self.generators.append(gpu)
+
+        template = copy.deepcopy(models[0]).to(dev).train()
+        wrapper = _LossOf(template)
+        self._names = [name for name, _ in models[0].named_parameters()]
+        self._buffer_names = [name for name, _ in models[0].named_buffers()]
+        self._members = [(dict(m.named_parameters()), dict(m.named_buffers())) for m in models]
+        self.params = {f"model.{k}": torch.stack([p[k].detach() for p, _ in self._members]).requires_grad_() for k in self._names}
+        self.buffers = {f"model.{k}": torch.stack([b[k].detach() for _, b in self._members]).clone() for k in self._buffer_names}
+        first = next(iter(self.params.values()))
+        self.lams = torch.tensor([float(getattr(m, "lam", 0.0)) for m in models], dtype=first.dtype, device=dev)
+        index = {id(p): f"model.{k}" for k, p in models[0].named_parameters()}
+        groups = models[0].param_groups() if hasattr(models[0], "param_groups") else [{"params": list(models[0].parameters())}]
+        stacked_groups = [{**g, "params": [self.params[index[id(p)]] for p in g["params"]]} for g in groups]
+        self._make = train.optimizer_factory(stacked_groups, config)
+        self.optimizer = self._make(0)
+        if resumes[0] is not None:
+            self.optimizer.load_state_dict(_stack_optimizer([r["optimizer"] for r in resumes]))
+
+        def one_run(p, b, lam, x, draws):
+            own = getattr(template, "lam", 0.0)
+            template.lam = lam  # this run's λ, a tensor inside the vectorised call
+            try:
+                with bounds.noise_source(_replay(list(draws))):
+                    return functional_call(wrapper, (p, b), (x,), strict=True, tie_weights=False)
+            finally:
+                template.lam = own
+
+        self._step = vmap(one_run, randomness="error")
+        self._specs: list | None = None
+
+    def place(self, images: torch.Tensor) -> torch.Tensor:
+        data = images.to(self.device)
+        x0 = data[: self._batch_size]
+        self._specs = _probe(self.models[0], x0, self.autocast)
+        _trial(self, x0)
+        return data
+
+    def draw_noise(self, generators: list[torch.Generator]) -> list[torch.Tensor]:
+        """Every run's noise for one step, from its own generator, in the shapes the loss asks for."""
+        return [torch.stack([torch.randn(shape, generator=g, device=self.device, dtype=dtype) for g in generators])
+                for shape, dtype in self._specs]
+
+    def new_optimizer(self, epoch: int) -> None:
+        self.optimizer = self._make(epoch)
+
+    def epoch(self):
+        return _quiet_vmap_fallbacks()
+
+    def loss(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        draws = self.draw_noise(self.generators)
+        with self.autocast:
+            return self._step(self.params, self.buffers, self.lams, data[index], draws)
+
+    def update(self, objective: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.sum().backward()
+        self.optimizer.step()
+
+    def sync(self) -> None:
+        """Copy the stack into every run's lone model."""
+        with torch.no_grad():
+            for i, (own_p, own_b) in enumerate(self._members):
+                for k in self._names:
+                    own_p[k].copy_(self.params[f"model.{k}"][i])
+                for k in self._buffer_names:
+                    own_b[k].copy_(self.buffers[f"model.{k}"][i])
+
+    def rng(self, i: int) -> dict:
+        state = {"cpu": self.cpu[i].get_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = self.generators[i].get_state()
+        return state
+
+    @contextmanager
+    def evaluating(self, i: int):
+        """Within the block, torch's global generators are run i's, as they would be alone."""
+        saved = train.rng_state(self.device)
+        train.set_rng_state(self.rng(i), self.device)
+        try:
+            yield
+        finally:
+            self.cpu[i].set_state(torch.get_rng_state())
+            if self.device.type == "cuda":
+                self.generators[i].set_state(torch.cuda.get_rng_state(self.device))
+            train.set_rng_state(saved, self.device)
+
+    def optimizer_states(self) -> list[dict]:
+        state = self.optimizer.state_dict()
+        return [_slice_optimizer(state, i) for i in range(len(self.models))]
+
+    def finish(self) -> None:
+        for model in self.models:
+            model.eval()
 
 
 def fit_batched(
@@ -191,9 +279,6 @@ def fit_batched(
     format as :func:`hebae.train.fit`'s: either can resume the other's). Raises
     :class:`BatchingUnsupported` before training when the loss cannot be vectorised.
     """
-    from torch.func import functional_call, vmap
-    from tqdm.auto import tqdm
-
     dev = train.pick_device(device) if isinstance(device, str) else device
     n_runs = len(models)
     if not (n_runs == len(configs) == len(rng_states)) or n_runs < 1:
@@ -201,156 +286,31 @@ def fit_batched(
     base = dataclasses.replace(configs[0], seed=0)
     if any(dataclasses.replace(c, seed=0) != base for c in configs):
         raise ValueError("runs trained together must share every training setting but the seed")
-    config = configs[0]
+    train.batches_of(images.shape[0], configs[0].batch_size)
     checkpoints = list(checkpoints) if checkpoints is not None else [None] * n_runs
-    data = images.to(dev)
-    n = data.shape[0]
-    size = config.batch_size
-    batches = n // size
-    if batches < 1:
-        raise ValueError(f"batch_size {size} exceeds the number of training images {n}")
-    autocast, bf16 = train.autocast_for(config, dev)
-
-    # Per-run state, resumed where a checkpoint exists.
-    state: list[_Run] = []
-    resumes = [train.load_checkpoint(path, c) for path, c in zip(checkpoints, configs)]
-    if len({len(r["history"]) if r else 0 for r in resumes}) > 1:
-        raise ValueError("runs resumed together must have completed the same number of epochs")
-    for model, c, rng, resume in zip(models, configs, rng_states, resumes):
-        model.to(dev)
-        shuffle = torch.Generator().manual_seed(c.seed)
-        if resume is not None:
-            model.load_state_dict(resume["model"])
-            shuffle.set_state(resume["shuffle"])
-            rng = resume["rng"]
-        cpu, gpu = _generators(rng, dev)
-        state.append(_Run(model, shuffle, cpu, gpu, list(resume["history"]) if resume else []))
-    done = len(state[0].history)
-
-    # The stack: one leaf tensor per parameter and buffer, run axis first.
-    template = copy.deepcopy(models[0]).to(dev).train()
-    wrapper = _LossOf(template)
-    names = [name for name, _ in models[0].named_parameters()]
-    buffer_names = [name for name, _ in models[0].named_buffers()]
-    members = [(dict(m.named_parameters()), dict(m.named_buffers())) for m in models]
-    params = {f"model.{k}": torch.stack([p[k].detach() for p, _ in members]).requires_grad_() for k in names}
-    buffers = {f"model.{k}": torch.stack([b[k].detach() for _, b in members]).clone() for k in buffer_names}
-    first_param = next(iter(params.values()))
-    lams = torch.tensor([float(getattr(m, "lam", 0.0)) for m in models], dtype=first_param.dtype, device=dev)
-    index = {id(p): f"model.{k}" for k, p in models[0].named_parameters()}
-    groups = models[0].param_groups() if hasattr(models[0], "param_groups") else [{"params": list(models[0].parameters())}]
-    stacked_groups = [{**g, "params": [params[index[id(p)]] for p in g["params"]]} for g in groups]
-    make_optimizer = train.optimizer_factory(stacked_groups, config)
-    optimizer = make_optimizer(0)
-    if done:
-        optimizer.load_state_dict(_stack_optimizer([r["optimizer"] for r in resumes]))
-
-    def one_run(p, b, lam, x, draws):
-        own = getattr(template, "lam", 0.0)
-        template.lam = lam  # this run's λ, a tensor inside the vectorised call
-        try:
-            with bounds.noise_source(_replay(list(draws))):
-                return functional_call(wrapper, (p, b), (x,), strict=True, tie_weights=False)
-        finally:
-            template.lam = own
-
-    step_fn = vmap(one_run, randomness="error")
-
-    x0 = data[:size]
-    specs = _probe(models[0], x0, autocast)
-
-    def draw_noise(generators: list[torch.Generator]) -> list[torch.Tensor]:
-        return [torch.stack([torch.randn(shape, generator=g, device=dev, dtype=dtype) for g in generators])
-                for shape, dtype in specs]
-
-    def sync_models() -> None:
-        with torch.no_grad():
-            for i, run in enumerate(state):
-                own_p, own_b = members[i]
-                for k in names:
-                    own_p[k].copy_(params[f"model.{k}"][i])
-                for k in buffer_names:
-                    own_b[k].copy_(buffers[f"model.{k}"][i])
-
-    _trial(step_fn, params, buffers, lams, x0, draw_noise, state, autocast, bf16, dev)
-
-    save_now = train.Every(checkpoint_seconds)
-    bar = tqdm(range(done, config.epochs), desc=f"{type(models[0]).__name__} × {n_runs}", disable=not progress)
-    history_lr = state[0].history[-1]["lr"] if done else None
-    for epoch in bar:
-        lr = train.learning_rate(config, epoch)
-        if config.reset_adam and epoch > 0 and lr != history_lr:
-            optimizer = make_optimizer(epoch)
-        for group_ in optimizer.param_groups:
-            group_["lr"] = lr
-        start = time.perf_counter()
-        orders = torch.stack([torch.randperm(n, generator=run.shuffle) for run in state]).to(dev)
-        sums: dict[str, torch.Tensor] = {}
-        guard = train.NanGuard((n_runs,), dev)
-        generators = [run.device for run in state]
-        try:
-            with _quiet_vmap_fallbacks():
-                for b in range(batches):
-                    x = data[orders[:, b * size : (b + 1) * size]]
-                    draws = draw_noise(generators)
-                    with autocast:
-                        terms = step_fn(params, buffers, lams, x, draws)
-                    objective = terms["objective"]
-                    guard.update(objective, b)
-                    optimizer.zero_grad(set_to_none=True)
-                    objective.sum().backward()
-                    optimizer.step()
-                    for key, value in terms.items():
-                        sums[key] = sums.get(key, 0.0) + train.at_least_float32(value)
-        except Exception as error:
-            failures = guard.failures()
-            if failures:
-                raise _non_finite(failures, epoch, batches, lr, models) from error
-            raise
-        failures = guard.failures()
-        if failures:
-            raise _non_finite(failures, epoch, batches, lr, models)
-        seconds = time.perf_counter() - start
-        means = {k: (v / batches).tolist() for k, v in sums.items()}
-        sync_models()
-        for i, run in enumerate(state):
-            record = {"epoch": epoch + 1, "lr": lr, "bf16": bf16}
-            record.update({k: v[i] for k, v in means.items()})
-            record["seconds"] = seconds
-            if evaluate is not None:
-                run.model.eval()
-                with torch.no_grad(), run.as_global(dev):
-                    record.update(evaluate(run.model, epoch + 1))
-            run.history.append(record)
-        history_lr = lr
-        bar.set_postfix(objective=f"{sum(means['objective']) / n_runs:.2f}")
-        if any(p is not None for p in checkpoints) and save_now(epoch + 1 == config.epochs):
-            opt_state = optimizer.state_dict()
-            for i, (run, path) in enumerate(zip(state, checkpoints)):
-                if path is not None:
-                    train.save_checkpoint(path, train.epoch_checkpoint(
-                        configs[i], epoch + 1, run.history, run.model.state_dict(), _slice_optimizer(opt_state, i),
-                        run.shuffle.get_state(), run.rng(dev),
-                    ))
-    sync_models()
-    for i, run in enumerate(state):
-        run.model.eval()
-        rng_states[i] = run.rng(dev)
-    return [run.history for run in state]
+    resumes = train.resumes_for(checkpoints, configs)
+    engine = StackedEngine(models, configs, rng_states, resumes, dev)
+    histories = train.train_runs(engine, images, configs, resumes, evaluate=evaluate, progress=progress,
+                                 checkpoints=checkpoints, checkpoint_seconds=checkpoint_seconds,
+                                 desc=f"{type(models[0]).__name__} × {n_runs}")
+    for i in range(n_runs):
+        rng_states[i] = engine.rng(i)
+    return histories
 
 
-def _trial(step_fn, params, buffers, lams, x0, draw_noise, state: list[_Run], autocast, bf16: bool, dev) -> None:
+def _trial(engine: StackedEngine, x0: torch.Tensor) -> None:
     """One vectorised forward pass on clones, against each run's own loss with the same noise:
     raise :class:`BatchingUnsupported` if it fails or disagrees. Nothing is trained or drawn."""
-    draws = draw_noise([_generators(run.rng(dev), dev)[1] for run in state])
-    x = x0.expand(len(state), *x0.shape)
+    dev = engine.device
+    draws = engine.draw_noise([_generators(engine.rng(i), dev)[1] for i in range(len(engine.models))])
+    x = x0.expand(len(engine.models), *x0.shape)
     try:
-        with torch.no_grad(), autocast, _quiet_vmap_fallbacks():
-            batched = step_fn({k: v.detach().clone() for k, v in params.items()},
-                              {k: v.clone() for k, v in buffers.items()}, lams, x, draws)
+        with torch.no_grad(), engine.autocast, _quiet_vmap_fallbacks():
+            batched = engine._step({k: v.detach().clone() for k, v in engine.params.items()},
+                                   {k: v.clone() for k, v in engine.buffers.items()}, engine.lams, x, draws)
             alone = []
-            for i, run in enumerate(state):
-                lone = copy.deepcopy(run.model).train()
+            for i, model in enumerate(engine.models):
+                lone = copy.deepcopy(model).train()
                 with bounds.noise_source(_replay([d[i] for d in draws])):
                     alone.append(lone.loss(x0))
     except BatchingUnsupported:
@@ -360,18 +320,11 @@ def _trial(step_fn, params, buffers, lams, x0, draw_noise, state: list[_Run], au
     for key in alone[0]:
         ours = batched[key].float()
         theirs = torch.stack([a[key].detach().float() for a in alone])
-        tolerance = 3e-2 if bf16 else 1e-3  # summation order differs; a wrong λ or branch is far off
+        tolerance = 3e-2 if engine.bf16 else 1e-3  # summation order differs; a wrong λ or branch is far off
         if not torch.allclose(ours, theirs, rtol=tolerance, atol=tolerance / 10, equal_nan=True):
             raise BatchingUnsupported(
                 f"its loss term {key!r} differs when vectorised over runs ({ours.tolist()} vs {theirs.tolist()} alone)"
             )
-
-
-def _non_finite(failures, epoch, batches, lr, models) -> train.NonFiniteLossError:
-    i, batch, value = failures[0]
-    error = train.non_finite(value, epoch, batch, batches, lr, who=f"run {i + 1} of {len(models)} in the batch: ")
-    error.runs = [f[0] for f in failures]
-    return error
 
 
 def _slice_optimizer(state: dict, i: int) -> dict:

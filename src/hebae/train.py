@@ -238,6 +238,175 @@ class Every:
         return False
 
 
+class LoneEngine:
+    """One run, its own model and optimiser, drawing noise from torch's global generators: the
+    stack of one that :func:`fit` trains. (:class:`hebae.batched.StackedEngine` is the stack of
+    many; both follow the same small protocol, which :func:`train_runs` drives.)"""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, device: torch.device, resume: dict | None):
+        self.device, self.config = device, config
+        self.models = [model]
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.autocast, self.bf16 = autocast_for(config, device)
+        groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+        self._make = optimizer_factory(groups, config)
+        self.optimizer = self._make(0)
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            set_rng_state(resume["rng"], device)
+
+    def place(self, images: torch.Tensor) -> torch.Tensor:
+        data = images.to(self.device)
+        return data.contiguous(memory_format=torch.channels_last) if self.config.channels_last else data
+
+    def new_optimizer(self, epoch: int) -> None:
+        self.optimizer = self._make(epoch)
+
+    def epoch(self):
+        self.models[0].train()
+        return nullcontext()
+
+    def loss(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast:
+            terms = self.models[0].loss(data[index[0]])
+        return {k: v.reshape(1) for k, v in terms.items()}
+
+    def update(self, objective: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.sum().backward()
+        self.optimizer.step()
+
+    def sync(self) -> None:
+        """The lone model is the trained model: nothing to copy."""
+
+    def evaluating(self, i: int):
+        return nullcontext()
+
+    def rng(self, i: int) -> dict:
+        return rng_state(self.device)
+
+    def optimizer_states(self) -> list[dict]:
+        return [self.optimizer.state_dict()]
+
+    def finish(self) -> None:
+        self.models[0].eval()
+
+
+def resumes_for(checkpoints: list[Path | None], configs: list[TrainConfig]) -> list[dict | None]:
+    """Each run's resume state (None: start afresh); runs resumed together must stand at one epoch."""
+    resumes = [load_checkpoint(path, c) for path, c in zip(checkpoints, configs)]
+    if len({len(r["history"]) if r else 0 for r in resumes}) > 1:
+        raise ValueError("runs resumed together must have completed the same number of epochs")
+    return resumes
+
+
+def batches_of(n: int, batch_size: int) -> int:
+    """Full batches per epoch: the ragged last batch is dropped, because batch statistics need full batches."""
+    if n // batch_size < 1:
+        raise ValueError(f"batch_size {batch_size} exceeds the number of training images {n}")
+    return n // batch_size
+
+
+def train_runs(
+    engine,
+    images: torch.Tensor,
+    configs: list[TrainConfig],
+    resumes: list[dict | None],
+    *,
+    evaluate: Callable[[torch.nn.Module, int], dict] | None = None,
+    progress: bool = True,
+    checkpoints: list[Path | None] | None = None,
+    checkpoint_seconds: float = 0.0,
+    desc: str = "",
+) -> list[list[dict]]:
+    """The training loop, once, for a stack of one run or of many: the learning-rate schedule,
+    every run's data order, the NaN guard, the per-epoch history and evaluation, checkpoints and
+    resume, the progress bar. ``engine`` holds the models and takes the steps.
+
+    Nothing inside an epoch waits for the device: every run's order for the epoch is drawn on
+    the host from its own generator and copied once; the loss terms accumulate on the device and
+    the NaN guard is read once, at the end of the epoch.
+    """
+    from tqdm.auto import tqdm
+
+    config, dev, n_runs = configs[0], engine.device, len(configs)
+    checkpoints = list(checkpoints) if checkpoints is not None else [None] * n_runs
+    data = engine.place(images)
+    n, size = data.shape[0], config.batch_size
+    batches = batches_of(n, size)
+    shuffles = [torch.Generator().manual_seed(c.seed) for c in configs]
+    for shuffle, resume in zip(shuffles, resumes):
+        if resume is not None:
+            shuffle.set_state(resume["shuffle"])
+    histories = [list(r["history"]) if r else [] for r in resumes]
+    done = len(histories[0])
+    save_now = Every(checkpoint_seconds)
+    last_lr = histories[0][-1]["lr"] if done else None
+    bar = tqdm(range(done, config.epochs), desc=desc, disable=not progress)
+    for epoch in bar:
+        lr = learning_rate(config, epoch)
+        if config.reset_adam and epoch > 0 and lr != last_lr:
+            engine.new_optimizer(epoch)
+        for group in engine.optimizer.param_groups:
+            group["lr"] = lr
+        start = time.perf_counter()
+        orders = torch.stack([torch.randperm(n, generator=s) for s in shuffles]).to(dev)
+        sums: dict[str, torch.Tensor] = {}
+        guard = NanGuard((n_runs,), dev)
+        try:
+            with engine.epoch():
+                for b in range(batches):
+                    terms = engine.loss(data, orders[:, b * size : (b + 1) * size])
+                    guard.update(terms["objective"], b)
+                    engine.update(terms["objective"])
+                    for key, value in terms.items():
+                        sums[key] = sums.get(key, 0.0) + at_least_float32(value)
+        except Exception as error:  # a non-finite objective earlier in the epoch is the cause to name
+            failures = guard.failures()
+            if failures:
+                raise _non_finite(failures, epoch, batches, lr, n_runs) from error
+            raise
+        failures = guard.failures()
+        if failures:
+            raise _non_finite(failures, epoch, batches, lr, n_runs)
+        seconds = time.perf_counter() - start
+        means = {k: (v / batches).tolist() for k, v in sums.items()}
+        engine.sync()
+        for i, (model, history) in enumerate(zip(engine.models, histories)):
+            record = {"epoch": epoch + 1, "lr": lr, "bf16": engine.bf16}
+            record.update({k: v[i] for k, v in means.items()})
+            record["seconds"] = seconds
+            if evaluate is not None:
+                model.eval()
+                with torch.no_grad(), engine.evaluating(i):
+                    record.update(evaluate(model, epoch + 1))
+            history.append(record)
+        last_lr = lr
+        bar.set_postfix(objective=f"{sum(means['objective']) / n_runs:.2f}")
+        if any(p is not None for p in checkpoints) and save_now(epoch + 1 == config.epochs):
+            optimizer_states = engine.optimizer_states()
+            for i, path in enumerate(checkpoints):
+                if path is not None:
+                    save_checkpoint(path, epoch_checkpoint(
+                        configs[i], epoch + 1, histories[i], engine.models[i].state_dict(), optimizer_states[i],
+                        shuffles[i].get_state(), engine.rng(i),
+                    ))
+    engine.sync()
+    engine.finish()
+    return histories
+
+
+def _non_finite(failures, epoch: int, batches: int, lr: float, n_runs: int) -> NonFiniteLossError:
+    i, batch, value = failures[0]
+    who = f"run {i + 1} of {n_runs} in the batch: " if n_runs > 1 else ""
+    error = non_finite(value, epoch, batch, batches, lr, who=who)
+    error.runs = [f[0] for f in failures]
+    return error
+
+
 def fit(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -256,74 +425,9 @@ def fit(
     ``checkpoint`` (a file path), the run saves its state there after each epoch (at most once
     per ``checkpoint_seconds``, and after the last) and resumes from it when it exists.
     """
-    from tqdm.auto import tqdm
-
     device = pick_device(device) if isinstance(device, str) else device
-    model.to(device)
-    data = images.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-        data = data.contiguous(memory_format=torch.channels_last)
-    n = data.shape[0]
-    batches = n // config.batch_size  # drop the ragged last batch: batch statistics need full batches
-    if batches < 1:
-        raise ValueError(f"batch_size {config.batch_size} exceeds the number of training images {n}")
-    shuffle = torch.Generator().manual_seed(config.seed)
-    autocast, bf16 = autocast_for(config, device)
-    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
-    make_optimizer = optimizer_factory(groups, config)
-    optimizer = make_optimizer(0)
-    history: list[dict] = []
-    resume = load_checkpoint(checkpoint, config)
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        shuffle.set_state(resume["shuffle"])
-        set_rng_state(resume["rng"], device)
-        history = list(resume["history"])
-    save_now = Every(checkpoint_seconds)
-    bar = tqdm(range(len(history), config.epochs), desc=type(model).__name__, disable=not progress)
-    for epoch in bar:
-        lr = learning_rate(config, epoch)
-        if config.reset_adam and epoch > 0 and lr != history[-1]["lr"]:
-            optimizer = make_optimizer(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        start = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        guard = NanGuard((), device)
-        order = torch.randperm(n, generator=shuffle).to(device)
-        try:
-            for b in range(batches):
-                x = data[order[b * config.batch_size : (b + 1) * config.batch_size]]
-                with autocast:
-                    terms = model.loss(x)
-                objective = terms["objective"]
-                guard.update(objective, b)
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + at_least_float32(value)
-        except Exception as error:  # a non-finite objective earlier in the epoch is the cause to name
-            for _, batch, value in guard.failures():
-                raise non_finite(value, epoch, batch, batches, lr) from error
-            raise
-        for _, batch, value in guard.failures():
-            raise non_finite(value, epoch, batch, batches, lr)
-        record = {"epoch": epoch + 1, "lr": lr, "bf16": bf16}
-        record.update({k: (v / batches).item() for k, v in sums.items()})
-        record["seconds"] = time.perf_counter() - start
-        if evaluate is not None:
-            model.eval()
-            with torch.no_grad():
-                record.update(evaluate(model, epoch + 1))
-        history.append(record)
-        bar.set_postfix(objective=f"{record['objective']:.2f}")
-        if checkpoint is not None and save_now(epoch + 1 == config.epochs):
-            save_checkpoint(checkpoint, epoch_checkpoint(
-                config, epoch + 1, history, model.state_dict(), optimizer.state_dict(), shuffle.get_state(), rng_state(device)
-            ))
-    model.eval()
-    return history
+    batches_of(images.shape[0], config.batch_size)
+    resumes = resumes_for([checkpoint], [config])
+    engine = LoneEngine(model, config, device, resumes[0])
+    return train_runs(engine, images, [config], resumes, evaluate=evaluate, progress=progress,
+                      checkpoints=[checkpoint], checkpoint_seconds=checkpoint_seconds, desc=type(model).__name__)[0]
