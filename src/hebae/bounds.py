@@ -122,9 +122,16 @@ def reparameterise_diag(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tenso
 
 @in_float32
 def cholesky_factor(sigma: torch.Tensor, jitter: float = 1e-6) -> torch.Tensor:
-    """Lower-triangular R with R Rᵀ = Σ + jitter·I (the jitter keeps the factorisation stable)."""
+    """Lower-triangular R with R Rᵀ = Σ + jitter·I (the jitter keeps the factorisation stable).
+
+    Where Σ + jitter·I is not positive definite (a NaN in the batch, say), R is all NaN rather
+    than an exception: ``linalg.cholesky`` would read the device's verdict on the host at every
+    training step, a synchronisation the GPU path avoids; the NaN reaches the objective, and the
+    training loop's NaN guard names the epoch and batch.
+    """
     eye = torch.eye(sigma.shape[-1], dtype=sigma.dtype, device=sigma.device)
-    return torch.linalg.cholesky(sigma + jitter * eye)
+    r, info = torch.linalg.cholesky_ex(sigma + jitter * eye)
+    return torch.where((info == 0)[..., None, None], r, torch.full_like(r, float("nan")))
 
 
 @in_float32
