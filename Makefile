@@ -14,7 +14,7 @@ EXECUTOR ?= local
 # benchmarks) this is the one place that puts book/ on the path.
 export PYTHONPATH := $(CURDIR)/book
 
-.PHONY: setup test book notebooks reproduce benchmark clean pairs browser-check
+.PHONY: setup test book notebooks reproduce benchmark clean pairs browser-check paper gpu-check
 
 setup: $(STAMP)
 
@@ -55,6 +55,19 @@ browser-check: book
 # EXECUTOR=slurm hands them to a cluster.
 reproduce: $(STAMP)
 	$(PY) tools/reproduce.py --grid $(GRID) --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --executor $(EXECUTOR)
+
+# Every paper-scale run the book uses, in one resumable command: stored runs are skipped, each run
+# is stored as it finishes, and a measured warm-up first prints the predicted wall time.
+# On a GPU: make paper DEVICE=cuda (JOBS groups in flight at once; TF32=1 for TF32 arithmetic).
+PAPER_GRIDS := mnist-paper mnist-ablations celeba landscape-mnist landscape-fashion
+paper: JOBS = 4
+paper: $(STAMP)
+	$(PY) tools/reproduce.py --grid $(PAPER_GRIDS) --profile paper --device $(DEVICE) --jobs $(JOBS) --forecast $(if $(filter 1,$(TF32)),--tf32,)
+
+# The GPU checks of the training path (skipped without CUDA): the mixed grid that once crashed,
+# with the allocator's free memory poisoned with NaN, and one short training of every model page.
+gpu-check: $(STAMP)
+	$(PY) tools/gpu_check.py
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/epoch_time.py --device $(DEVICE)

@@ -65,6 +65,10 @@ def test_learning_rate_schedules():
     assert train.lr_factor("mnist", 10) == pytest.approx(0.995**10)
     celeba = [train.lr_factor("celeba", e) for e in (0, 29, 30, 49, 50, 69, 70, 99)]
     assert celeba == pytest.approx([1, 1, 1 / 2, 1 / 2, 1 / 10, 1 / 10, 1 / 100, 1 / 100])
+    # a ten-epoch run: the same steps at 30, 50 and 70 % of its epochs
+    short = [train.lr_factor("celeba", e, 10) for e in range(10)]
+    assert short == pytest.approx([1, 1, 1, 1 / 2, 1 / 2, 1 / 10, 1 / 10, 1 / 100, 1 / 100, 1 / 100])
+    assert train.lr_factor("celeba", 0, 1) == 1.0  # a one-epoch run never steps
 
 
 def test_bad_train_config_and_device():

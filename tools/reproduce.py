@@ -74,10 +74,17 @@ def main() -> int:
     parser.add_argument("--slurm-partition", default=None)
     parser.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit of one job")
     parser.add_argument("--dry-run", action="store_true", help="list the runs to make, make none")
+    parser.add_argument("--forecast", action="store_true",
+                        help="first time a short warm-up of every group and print the predicted wall time")
+    parser.add_argument("--forecast-only", action="store_true", help="print the forecast, make no run")
+    parser.add_argument("--tf32", action="store_true",
+                        help="TF32 matrix products and convolutions on CUDA (recorded in every history record); default float32")
     args = parser.parse_args()
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1; got {args.jobs}")
     profile = profiles.resolve(args.profile)
+    if args.tf32:
+        os.environ["HEBAE_TF32"] = "1"  # read by the training loop, here and in worker processes
     removed = runs.clean_stale()
     if removed:
         print(f"removed {len(removed)} temporary folder(s) of dead runs")
@@ -98,16 +105,34 @@ def main() -> int:
         return _papermill(todo, profile, args)
     groups = launch.plan([c for _, c, _ in todo])
     print(f"{len(groups)} group(s) of runs that train together: " + ", ".join(str(len(g)) for g in groups))
+    batch = {"auto": None, "on": True, "off": False}[args.batch]
+    if (args.forecast or args.forecast_only) and groups:
+        _forecast(groups, args.device, args.jobs, batch)
+    if args.forecast_only:
+        return 0
     slurm = {"timeout_min": args.slurm_time, **({"slurm_partition": args.slurm_partition} if args.slurm_partition else {})}
     outcomes = launch.launch(groups, executor=args.executor, device=args.device, jobs=args.jobs,
                              checkpoint_seconds=args.checkpoint_every, slurm=slurm,
-                             batch={"auto": None, "on": True, "off": False}[args.batch])
+                             batch=batch)
     failed = [o for o in outcomes if o.error]
     for o in failed:
         print(f"FAILED {o.name}: {o.error[-2000:]}")
     made = sum(len(o.stored) for o in outcomes)
     print(f"done: {made} runs stored, {len(failed)} group(s) failed")
     return 1 if failed else 0
+
+
+def _forecast(groups, device: str, jobs: int, batch) -> None:
+    from hebae import forecast
+
+    dev = train.pick_device(device)
+    train.use_tf32(dev)
+    models = classes()
+    rows = [forecast.group(g, models[g[0]["model"]], dev, batch=batch)
+            for g in tqdm(groups, desc="warm-up", disable=not sys.stderr.isatty())]
+    fid_rate = forecast.inception_images_per_second(dev) if any(r.fid_images for r in rows) else 1.0
+    table, _ = forecast.report(rows, fid_rate, jobs)
+    print(table, flush=True)
 
 
 def _papermill(todo, profile, args) -> int:
