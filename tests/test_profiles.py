@@ -85,3 +85,28 @@ def test_a_profile_learning_rate_is_a_default_an_explicit_one_wins():
     assert experiment.configure(classes()["vae"], dataset="celeba", profile="reduced")[0]["lr"] == 5e-4
     assert experiment.configure(classes()["vae"], dataset="celeba", profile="reduced", lr=1e-4)[0]["lr"] == 1e-4
     assert experiment.configure(classes()["vae"], dataset="celeba", profile="paper")[0]["lr"] == 1e-4
+
+
+def test_a_page_shows_the_largest_complete_profile_unless_one_is_named(monkeypatch):
+    monkeypatch.delenv("HEBAE_SMOKE", raising=False)
+    monkeypatch.setenv("HEBAE_PROFILE", "paper")
+    stored = {"reduced"}
+    assert profiles.shown(None, stored.__contains__) == "reduced"  # paper runs not made yet
+    stored.add("paper")
+    assert profiles.shown(None, stored.__contains__) == "paper"
+    assert profiles.shown(None, set().__contains__) == "paper"  # nothing stored: the asked profile trains
+    assert profiles.shown("paper", {"reduced"}.__contains__) == "paper"  # a named profile is taken as asked
+    monkeypatch.setenv("HEBAE_PROFILE", "reduced")
+    assert profiles.shown(None, {"paper", "smoke"}.__contains__) == "reduced"  # never a larger one, never smoke
+    monkeypatch.setenv("HEBAE_SMOKE", "1")
+    assert profiles.shown(None, {"reduced", "smoke"}.__contains__) == "smoke"
+    with pytest.raises(ValueError, match="profile must be one of paper, reduced, smoke"):
+        profiles.shown("full", stored.__contains__)
+
+
+def test_a_grid_is_complete_only_when_every_run_is_stored(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEBAE_RESULTS_DIR", str(tmp_path))
+    points = grids.mnist_ablations("smoke")[:1]
+    assert not grids.complete(points, classes(), dataset="mnist", profile="smoke")
+    grids.run(points, classes(), dataset="mnist", profile="smoke", device="cpu", progress=False)
+    assert grids.complete(points, classes(), dataset="mnist", profile="smoke")

@@ -99,6 +99,11 @@ def configure(point: dict, models: dict, *, dataset: str, profile: str, device: 
     return experiment.configure(models[point["model"]], dataset=dataset, profile=profile, device=device, **params)
 
 
+def complete(points: list[dict], models: dict, *, dataset: str, profile: str) -> bool:
+    """Whether the run of every point is stored at ``profile`` (nothing would train)."""
+    return all(runs.find(configure(p, models, dataset=dataset, profile=profile)[0]) is not None for p in points)
+
+
 def run(points: list[dict], models: dict, *, dataset: str, profile: str, device: str = "auto", progress: bool = True,
         batch: bool | None = None) -> list[runs.Run]:
     """Load (or train, then store) the run of every point.

@@ -81,6 +81,26 @@ def resolve(name: str | None) -> str:
     return name
 
 
+def shown(name: str | None, complete) -> str:
+    """The profile a results page shows. ``complete(profile)`` says whether every run the page
+    needs is stored at that profile.
+
+    A profile the reader names is taken as asked (its missing runs train). Left at None, the
+    environment's profile is shown where its runs are complete; else the largest smaller profile
+    whose runs are complete, so that ``make book PROFILE=paper`` renders what the GPU has made and
+    the rest at the reduced scale, each page saying which; where none is complete, the
+    environment's profile, whose runs then train.
+    """
+    if name is not None:
+        return resolve(name)
+    wanted = default()
+    for candidate in NAMES[NAMES.index(wanted):]:
+        if candidate != "smoke" or wanted == "smoke":
+            if complete(candidate):
+                return candidate
+    return wanted
+
+
 # Datasets trained exactly as another: Fashion-MNIST is a drop-in for MNIST (same shape, the
 # same networks, settings and scales). The one place that says so.
 SETTINGS_OF = {"fashion": "mnist"}
