@@ -1,8 +1,19 @@
 """The paper's MNIST claims and the landscape chapter's questions, judged from stored runs.
 
-Every verdict is made seed by seed and then summarised: "yes" when every seed agrees with the
-claim, "no" when none does, "partly" otherwise, with the per-seed counts in the details. Each
-row names its yardstick, the quantity it is computed from:
+Every comparison has three outcomes, by one rule (stated on the FID chapter, book/fid.md): the
+95 % interval of the difference A − B is computed, and the comparison is decided for the better
+side only when that interval excludes zero; otherwise it is "too close to call at this sample
+size". The difference's interval comes from
+
+* seeds (:func:`over_seeds`): the paired differences of the same quantity seed by seed, with
+  Student's t on their spread (the MNIST claims; one seed decides nothing);
+* a run's own error (:func:`between_scores`): FID's bootstrap error or KID's standard error,
+  combined as sqrt(se_A² + se_B²) (the landscape and CelebA, per (dataset, seed) pair).
+
+A row holds one or more comparisons and says "yes" when every one is decided for the claim,
+"too close to call at this sample size" when none is decided, "no" when some are decided and
+none for the claim, "partly" when some but not all are decided for it; its details count how many were decided each way. Each row names
+its yardstick, the quantity it is computed from:
 
 * ``objective``: each model's own training objective evaluated at λ = 1, i.e. reconstruction +
   regulariser, *unweighted*, whatever λ the run was trained with. For HEBAE this is the bound of
@@ -18,6 +29,10 @@ The functions take the runs as a pandas DataFrame with one row per run (``runs.f
 from __future__ import annotations
 
 import numpy as np
+
+from hebae.fid import LEVEL, Interval, over_seeds as _seed_interval
+
+A_BETTER, B_BETTER, TOO_CLOSE = "A better", "B better", "too close to call at this sample size"
 
 YARDSTICKS = {
     "objective": "training objective at λ = 1 (rec + reg; each model's own, not comparable across models)",
@@ -39,10 +54,58 @@ def final(df, yardstick: str):
     raise ValueError(f"yardstick must be one of {', '.join(YARDSTICKS)}; got {yardstick!r}")
 
 
-def agreement(hits: list[bool]) -> str:
-    if all(hits):
+def decide(difference: Interval, *, higher_is_better: bool) -> str:
+    """The rule: A better, B better, or too close, from the interval of A − B."""
+    if not isinstance(difference, Interval):
+        raise TypeError(f"difference must be a hebae.fid.Interval; got {type(difference).__name__}")
+    if not np.isfinite(difference.se) or difference.lo <= 0 <= difference.hi:
+        return TOO_CLOSE
+    a_higher = difference.value > 0
+    return A_BETTER if a_higher == higher_is_better else B_BETTER
+
+
+def over_seeds(a: dict, b: dict, *, higher_is_better: bool, level: float = LEVEL) -> tuple[str, Interval]:
+    """Outcome and interval of the paired difference A − B over the seeds both have."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError("a and b must share at least one seed")
+    difference = _seed_interval([a[s] - b[s] for s in seeds], level)
+    return decide(difference, higher_is_better=higher_is_better), difference
+
+
+def between_scores(a: float, a_se: float | None, b: float, b_se: float | None, *, higher_is_better: bool = False,
+                   level: float = LEVEL) -> tuple[str, Interval]:
+    """Outcome and interval of A − B for two scores with their own standard errors, taken as
+    independent: when both share a real set their errors are positively correlated, so the
+    combined error is if anything too large and the rule errs towards "too close". A missing
+    error (a run stored before errors were) counts as infinite: nothing is decided on it."""
+    se = float(np.hypot(a_se, b_se)) if a_se is not None and b_se is not None and np.isfinite([a_se, b_se]).all() else float("inf")
+    difference = Interval(float(a - b), se, level)
+    return decide(difference, higher_is_better=higher_is_better), difference
+
+
+def agreement(outcomes: list[str]) -> str:
+    """A row's verdict from its comparisons' outcomes, A being the side the claim favours."""
+    if not outcomes:
+        raise ValueError("outcomes must hold at least one comparison")
+    if all(o == A_BETTER for o in outcomes):
         return "yes"
-    return "partly" if any(hits) else "no"
+    if all(o == TOO_CLOSE for o in outcomes):
+        return TOO_CLOSE
+    return "partly" if A_BETTER in outcomes else "no"
+
+
+def tally(outcomes: list[str]) -> str:
+    """How many comparisons were decided each way and how many were too close."""
+    n = len(outcomes)
+    won, lost = outcomes.count(A_BETTER), outcomes.count(B_BETTER)
+    return f"decided {won + lost}/{n} (for the claim {won}, against {lost}), too close {n - won - lost}/{n}"
+
+
+def counts(rows) -> dict[str, int]:
+    """Rows per verdict, for the sentence under a claims table."""
+    verdicts = [r[2] for r in rows]
+    return {v: verdicts.count(v) for v in ("yes", "partly", "no", TOO_CLOSE)}
 
 
 def _by_seed(df, model: str, key) -> dict:
@@ -50,58 +113,71 @@ def _by_seed(df, model: str, key) -> dict:
     return dict(zip(rows.seed, key(rows)))
 
 
+def _ci(difference: Interval) -> str:
+    return f"{difference.value:+.1f} ± {difference.half_width:.1f}" if np.isfinite(difference.se) else f"{difference.value:+.1f} (one seed: no interval)"
+
+
 def higher_at_every_k(base, dims, yardstick: str) -> tuple[str, str]:
-    """Claim 1: HEBAE's final value is above the VAE's, seed by seed, at every k; where a
-    per-epoch curve exists, also at every epoch ("faster")."""
-    hits, details = [], []
+    """Claim 1: HEBAE's final value is above the VAE's at every k, and where a per-epoch curve
+    exists also over training ("faster": the mean of the curve over epochs). One comparison per
+    k and per reading, each over seeds (paired differences, 95 % t interval)."""
+    outcomes, details = [], []
     for k in dims:
         at_k = base[base.latent_dim == k]
         h, v = _by_seed(at_k, "hebae", lambda r: final(r, yardstick)), _by_seed(at_k, "vae", lambda r: final(r, yardstick))
-        seeds = sorted(set(h) & set(v))
-        wins = [h[s] > v[s] for s in seeds]
+        outcome, diff = over_seeds(h, v, higher_is_better=True)
+        outcomes.append(outcome)
+        text = f"k={k}: {np.mean(list(h.values())):.1f} vs {np.mean(list(v.values())):.1f}, final {_ci(diff)}"
         if yardstick in CURVES:
             key, sign = CURVES[yardstick]
-            ch = _by_seed(at_k, "hebae", lambda r: [np.array([e[key] for e in run.history]) for run in r.run])
-            cv = _by_seed(at_k, "vae", lambda r: [np.array([e[key] for e in run.history]) for run in r.run])
-            wins = [w and bool((sign * ch[s] > sign * cv[s]).all()) for w, s in zip(wins, seeds)]
-        hits += wins
-        details.append(
-            f"k={k}: {np.mean(list(h.values())):.1f} vs {np.mean(list(v.values())):.1f} ({sum(wins)}/{len(wins)} seeds)"
-        )
-    faster = " and above at every epoch" if yardstick in CURVES else ""
-    return agreement(hits), f"HEBAE vs VAE, final test value (mean over seeds), HEBAE higher{faster} in: " + ", ".join(details)
+            area = lambda r: [sign * float(np.mean([e[key] for e in run.history])) for run in r.run]  # noqa: E731
+            outcome, diff = over_seeds(_by_seed(at_k, "hebae", area), _by_seed(at_k, "vae", area), higher_is_better=True)
+            outcomes.append(outcome)
+            text += f", mean over epochs {_ci(diff)}"
+        details.append(text)
+    reading = "final value and mean over epochs" if yardstick in CURVES else "final value"
+    return agreement(outcomes), (
+        f"HEBAE vs VAE, {reading} (means over seeds; HEBAE − VAE with its 95 % interval over seeds): "
+        + "; ".join(details) + f"; {tally(outcomes)}"
+    )
 
 
 def spread_over_lambda(sweep, yardstick: str) -> tuple[str, str]:
-    """Claim 2: HEBAE's final value varies less over the λ grid than the VAE's, seed by seed.
-    The spread is max − min over λ of the yardstick, never of the λ-weighted objective."""
+    """Claim 2: HEBAE's final value varies less over the λ grid than the VAE's. The spread is
+    max − min over λ of the yardstick, never of the λ-weighted objective; one comparison over seeds."""
     spreads = {}
     for model in ("vae", "hebae"):
         rows = sweep[sweep.model == model].assign(value=final(sweep[sweep.model == model], yardstick))
         spreads[model] = rows.groupby("seed").value.agg(lambda v: v.max() - v.min())
-    seeds = sorted(set(spreads["vae"].index) & set(spreads["hebae"].index))
-    hits = [spreads["hebae"][s] < spreads["vae"][s] for s in seeds]
+    outcome, diff = over_seeds(spreads["hebae"].to_dict(), spreads["vae"].to_dict(), higher_is_better=False)
     lams = sorted(sweep.lam.unique().tolist())
+    seeds = sorted(set(spreads["vae"].index) & set(spreads["hebae"].index))
     per_seed = "; ".join(f"seed {s}: HEBAE {spreads['hebae'][s]:.1f}, VAE {spreads['vae'][s]:.1f}" for s in seeds)
-    return agreement(hits), f"spread (max − min) of the final value over λ ∈ {lams}, nats: {per_seed} (HEBAE smaller in {sum(hits)}/{len(hits)} seeds)"
+    return agreement([outcome]), (
+        f"spread (max − min) of the final value over λ ∈ {lams}, nats: {per_seed}; HEBAE − VAE {_ci(diff)}; {tally([outcome])}"
+    )
 
 
 def collapse(k20, k: int = 20) -> tuple[str, str]:
-    """Claim 3: in each seed the VAE has inactive dimensions and HEBAE has none."""
+    """Claim 3: HEBAE keeps more active dimensions than the VAE (which collapses some), over seeds."""
     v, h = _by_seed(k20, "vae", lambda r: r.active_dims), _by_seed(k20, "hebae", lambda r: r.active_dims)
+    outcome, diff = over_seeds({s: float(x) for s, x in h.items()}, {s: float(x) for s, x in v.items()}, higher_is_better=True)
     seeds = sorted(set(v) & set(h))
-    hits = [v[s] < k and h[s] == k for s in seeds]
     per_seed = ", ".join(f"seed {s}: VAE {v[s]}, HEBAE {h[s]}" for s in seeds)
-    return agreement(hits), f"active dimensions of {k}: {per_seed} ({sum(hits)}/{len(hits)} seeds agree)"
+    return agreement([outcome]), f"active dimensions of {k}: {per_seed}; HEBAE − VAE {_ci(diff)}; {tally([outcome])}"
 
 
 def closest_to_identity(k20, column: str = "mean_abs_offdiag_corr") -> tuple[str, str]:
-    """Claim 4: in each seed HEBAE's mean |off-diagonal correlation| is below the VAE's and the WAE's."""
+    """Claim 4: HEBAE's mean |off-diagonal correlation| is below the VAE's and below the WAE's:
+    two comparisons, each over seeds."""
     values = {m: _by_seed(k20, m, lambda r: r[column]) for m in ("vae", "wae", "hebae")}
-    seeds = sorted(set.intersection(*(set(v) for v in values.values())))
-    hits = [values["hebae"][s] < min(values["vae"][s], values["wae"][s]) for s in seeds]
+    outcomes, parts = [], []
+    for other in ("vae", "wae"):
+        outcome, diff = over_seeds(values["hebae"], values[other], higher_is_better=False)
+        outcomes.append(outcome)
+        parts.append(f"HEBAE − {other.upper()} {diff.value:+.3f} ± {diff.half_width:.3f}" if np.isfinite(diff.se) else f"HEBAE − {other.upper()} {diff.value:+.3f}")
     means = ", ".join(f"{m.upper()} {np.mean(list(values[m].values())):.3f}" for m in ("vae", "wae", "hebae"))
-    return agreement(hits), f"mean |off-diagonal correlation| (mean over seeds): {means} (HEBAE lowest in {sum(hits)}/{len(hits)} seeds)"
+    return agreement(outcomes), f"mean |off-diagonal correlation| (mean over seeds): {means}; {'; '.join(parts)}; {tally(outcomes)}"
 
 
 def claims(table, defaults: dict[str, float], *, k: int = 20) -> list[tuple[str, str, str, str]]:
@@ -157,51 +233,100 @@ def _paired(df, left: str, right: str, left_key: str, right_key: str):
     return a[both], b[both]
 
 
-def lower(df, left: str, right: str, left_key: str, right_key: str, what: str) -> tuple[str, str]:
-    """Whether ``left_key`` of ``left`` is below ``right_key`` of ``right`` in every (dataset,
-    seed) pair; the details give the means per dataset and the count."""
+METRICS = {"fid": "FID", "kid": "KID"}
+
+
+def lower(df, left: str, right: str, left_key: str, right_key: str, what: str, metric: str = "fid") -> tuple[str, str]:
+    """Whether ``left_key`` of ``left`` is below ``right_key`` of ``right``, decided per (dataset,
+    seed) pair by the rule on the two scores' own errors (``<key>_se`` columns; keys name FID
+    columns, and ``metric`` "kid" reads the KID column of the same image set instead)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {', '.join(METRICS)}; got {metric!r}")
+    left_key, right_key = _metric_key(left_key, metric), _metric_key(right_key, metric)
     a, b = _paired(df, left, right, left_key, right_key)
-    hits = list(a < b)
+    a_se, b_se = _paired_se(df, left, right, left_key, right_key, a.index)
+    outcomes = [between_scores(a[i], a_se[i], b[i], b_se[i], higher_is_better=False)[0] for i in a.index]
+    scale = 1e3 if metric == "kid" else 1.0
     per = "; ".join(
-        f"{d}: {a.xs(d).mean():.1f} vs {b.xs(d).mean():.1f}" for d in a.index.get_level_values(0).unique()
+        f"{d}: {scale * a.xs(d).mean():.1f} vs {scale * b.xs(d).mean():.1f}" for d in a.index.get_level_values(0).unique()
     )
-    return agreement(hits), f"{what}, mean over seeds: {per}; lower in {sum(hits)}/{len(hits)} (dataset, seed) pairs"
+    unit = " (×10³)" if metric == "kid" else ""
+    return agreement(outcomes), f"{what}, {METRICS[metric]}{unit}, mean over seeds: {per}; per (dataset, seed) pair: {tally(outcomes)}"
 
 
-def gap(df):
-    """FID of prior samples minus FID of ex-post GMM samples: what a fitted sampler gains."""
-    return df.assign(gap=df.fid - df.gmm_fid)
+def _metric_key(key: str, metric: str) -> str:
+    """The column of ``metric`` for the image set that FID column ``key`` scores."""
+    if metric == "fid":
+        return key
+    return "kid_gap" if key == "gap" else key[: -len("fid")] + "kid"
 
 
-def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str]) -> dict[tuple, tuple[str, str, str, str]]:
+def _paired_se(df, left, right, left_key, right_key, index):
+    def se(variant, key):
+        column = f"{key}_se"
+        if column not in df:
+            return {i: None for i in index}
+        values = df[df.variant == variant].set_index(["dataset", "seed"])[column]
+        return {i: (None if i not in values.index or values[i] != values[i] else float(values[i])) for i in index}
+
+    return se(left, left_key), se(right, right_key)
+
+
+def gap(df, prefix: str = "gmm_"):
+    """Score of prior samples minus score of ex-post GMM samples (``prefix`` "gmm_" for the
+    mixture on means, "gmm_draws_" on posterior draws): what a fitted sampler gains, for FID
+    (``gap``) and KID (``kid_gap``), with errors combined as for independent scores."""
+    out = df.assign(gap=df.fid - df[f"{prefix}fid"])
+    for metric, column in (("fid", "gap"), ("kid", "kid_gap")):
+        if f"{prefix}{metric}" in df and metric in df:
+            out[column] = df[metric] - df[f"{prefix}{metric}"]
+            if f"{metric}_se" in df and f"{prefix}{metric}_se" in df:
+                out[f"{column}_se"] = np.hypot(df[f"{metric}_se"], df[f"{prefix}{metric}_se"])
+    return out
+
+
+def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str], metric: str = "fid") -> dict[tuple, tuple[str, str, str, str]]:
     """The chapter's verdict rows, (question, comparison, verdict, numbers), keyed by what they
     compare (``("gmm", variant)``, ``("gap", other)``, ...) so prose can quote a row by its key,
-    from a frame of landscape runs with ``variant`` and ``gap`` columns."""
+    from a frame of landscape runs with ``variant`` and ``gap`` columns (:func:`gap`).
+
+    ``metric`` "fid" or "kid" picks the score every row compares. Runs with a mixture fitted to
+    posterior draws (``gmm_draws_fid``) add rows ``("gmm_draws", variant)``: prior samples against
+    that mixture's, for each variant of ``fixed_prior`` that has it.
+    """
+    name = METRICS.get(metric, metric)
     rows = {}
     for v in fixed_prior:
         rows[("gmm", v)] = (
-            "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", labels[v],
-            *lower(df, v, v, "gmm_fid", "fid", "FID of GMM vs N(0, I) samples"),
+            "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", f"{labels[v]} (GMM on encoder means)",
+            *lower(df, v, v, "gmm_fid", "fid", "GMM vs N(0, I) samples", metric),
         )
+    if "gmm_draws_fid" in df:
+        for v in fixed_prior:
+            if df[df.variant == v]["gmm_draws_fid"].notna().any():
+                rows[("gmm_draws", v)] = (
+                    "Does an ex-post GMM sampler beat a fixed N(0, I) prior?", f"{labels[v]} (GMM on posterior draws)",
+                    *lower(df, v, v, "gmm_draws_fid", "fid", "GMM vs N(0, I) samples", metric),
+                )
     rows[("prior", "vae")] = (
-        "Does HEBAE sample better from N(0, I) than the VAE?", "FID of N(0, I) samples, HEBAE vs VAE",
-        *lower(df, "hebae", "vae", "fid", "fid", "FID"),
+        "Does HEBAE sample better from N(0, I) than the VAE?", f"{name} of N(0, I) samples, HEBAE vs VAE",
+        *lower(df, "hebae", "vae", "fid", "fid", "N(0, I) samples", metric),
     )
     for other in ("vae", "wae", "ae"):
         rows[("gap", other)] = (
             "Does regularising the aggregate, as HEBAE does, close the gap to an ex-post sampler?",
-            f"HEBAE gains less from the GMM than the {labels[other]} (gap: FID of N(0, I) samples − FID of GMM samples)",
-            *lower(df, "hebae", other, "gap", "gap", "gap"),
+            f"HEBAE gains less from the GMM than the {labels[other]} (gap: {name} of N(0, I) samples − {name} of GMM samples)",
+            *lower(df, "hebae", other, "gap", "gap", "gap", metric),
         )
     for other in ("ae", "rae"):
         rows[("fitted", other)] = (
             "Does HEBAE sample from N(0, I) better than an autoencoder with an ex-post GMM?",
-            f"HEBAE's FID with N(0, I) below {labels[other]} + GMM's",
-            *lower(df, "hebae", other, "fid", "gmm_fid", "FID"),
+            f"HEBAE's {name} with N(0, I) below {labels[other]} + GMM's",
+            *lower(df, "hebae", other, "fid", "gmm_fid", "HEBAE N(0, I) vs GMM samples", metric),
         )
     for learned in ("twostage", "vamp"):
         rows[("learned", learned)] = (
-            "Does a learned prior beat the VAE's N(0, I)?", f"{labels[learned]} vs VAE, FID of prior samples",
-            *lower(df, learned, "vae", "fid", "fid", "FID"),
+            "Does a learned prior beat the VAE's N(0, I)?", f"{labels[learned]} vs VAE, {name} of prior samples",
+            *lower(df, learned, "vae", "fid", "fid", "prior samples", metric),
         )
     return rows

@@ -108,9 +108,9 @@ def _frame():
     for dataset in ("mnist", "fashion"):
         for seed in (0, 1):
             rows += [
-                {"dataset": dataset, "seed": seed, "model": "vae", "lam": 1.0, "fid": 100.0, "gmm_fid": 80.0},
-                {"dataset": dataset, "seed": seed, "model": "hebae", "lam": 1.0, "fid": 90.0, "gmm_fid": 85.0 + 10 * seed},
-                {"dataset": dataset, "seed": seed, "model": "vae", "lam": 0.3, "fid": 70.0, "gmm_fid": 75.0},
+                {"dataset": dataset, "seed": seed, "model": "vae", "lam": 1.0, "fid": 100.0, "gmm_fid": 80.0, "fid_se": 1.0, "gmm_fid_se": 1.0},
+                {"dataset": dataset, "seed": seed, "model": "hebae", "lam": 1.0, "fid": 90.0, "gmm_fid": 85.0 + 10 * seed, "fid_se": 1.0, "gmm_fid_se": 1.0},
+                {"dataset": dataset, "seed": seed, "model": "vae", "lam": 0.3, "fid": 70.0, "gmm_fid": 75.0, "fid_se": 1.0, "gmm_fid_se": 1.0},
             ]
     df = pd.DataFrame(rows)
     df["variant"] = df.apply(verdicts.variant, axis=1)
@@ -123,6 +123,12 @@ def test_landscape_verdicts_are_made_pair_by_pair():
     assert verdicts.lower(df, "vae", "vae", "gmm_fid", "fid", "")[0] == "yes"
     assert verdicts.lower(df, "beta0.3", "beta0.3", "gmm_fid", "fid", "")[0] == "no"
     verdict, details = verdicts.lower(df, "hebae", "hebae", "gmm_fid", "fid", "FID")
-    assert verdict == "partly" and "lower in 2/4 (dataset, seed) pairs" in details
-    # HEBAE's gap (5 or −5) is below the VAE's (20) in every pair.
+    assert verdict == "partly" and "decided 4/4 (for the claim 2, against 2)" in details
+    # HEBAE's gap (5 or −5) is below the VAE's (20) in every pair, by more than the errors.
     assert verdicts.lower(df, "hebae", "vae", "gap", "gap", "gap")[0] == "yes"
+    # The same differences with errors as large as them are too close to call; without any
+    # stored error (runs made before errors were) nothing is decided either.
+    noisy = verdicts.gap(df.assign(fid_se=10.0, gmm_fid_se=10.0))
+    assert verdicts.lower(noisy, "vae", "vae", "gmm_fid", "fid", "")[0] == verdicts.TOO_CLOSE
+    bare = verdicts.gap(df.drop(columns=["fid_se", "gmm_fid_se"]))
+    assert verdicts.lower(bare, "vae", "vae", "gmm_fid", "fid", "")[0] == verdicts.TOO_CLOSE

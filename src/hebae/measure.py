@@ -83,37 +83,88 @@ def _inception(device: str):
     return fid_module.inception(device)
 
 
-def expost_sampler(model, train_images: torch.Tensor, seed: int, device, n_fit: int = 10000) -> expost.GaussianMixture:
+def expost_sampler(model, train_images: torch.Tensor, seed: int, device, n_fit: int = 10000, *, draws: bool = False) -> expost.GaussianMixture:
     """The ex-post sampler of Ghosh et al.: a 10-component, full-covariance Gaussian mixture fitted
-    to the encoder means of (up to ``n_fit``) training images."""
-    codes = _batched(model.encode_mean, train_images[:n_fit], device)
+    to the codes of (up to ``n_fit``) training images: their encoder means, or with ``draws`` one
+    posterior draw per image (models with a posterior only). A VAE's prior was trained to match
+    the aggregate of draws, not of means, so a mixture on means mixes prior mismatch with the
+    posterior noise it leaves out; both are reported."""
+    images = train_images[:n_fit]
+    if not draws:
+        return expost.fit_gmm(_batched(model.encode_mean, images, device), 10, seed=seed)
+    if not model.has_posterior:
+        raise ValueError(f"draws=True needs a model with a posterior; {type(model).__name__} has none")
+    with torch.random.fork_rng(devices=[]):  # the draws repeat under the seed, and leave the global stream alone
+        torch.manual_seed(seed)
+        codes = _batched(lambda x: model.posterior(x).sample(), images, device)
     return expost.fit_gmm(codes, 10, seed=seed)
 
 
-def fid(model, test_images: torch.Tensor, config: dict, device, *, gmm: expost.GaussianMixture | None = None, progress: bool = False) -> dict:
-    """FID, precision and recall against the first ``n_fid`` test images (or all) of
+# The image sets a run scores, by metric-key prefix.
+SCORED = {
+    "": "samples of the model's prior",
+    "gmm_": "samples of the ex-post GMM fitted to encoder means",
+    "gmm_draws_": "samples of the ex-post GMM fitted to posterior draws",
+    "rec_": "reconstructions of test images disjoint from the real set",
+}
 
-    * ``n_fid`` samples drawn through the model's prior (keys ``fid``, ``precision``, ``recall``);
-    * the reconstructions of those test images, decoded from their posterior means (``rec_fid``, ...);
-    * ``n_fid`` samples of the ex-post mixture ``gmm`` (``gmm_fid``, ...), where one is given.
+
+def fid_split(test_images: torch.Tensor, n_fid: int) -> tuple[slice, slice]:
+    """The real set (the first n test images) and the disjoint test images whose
+    reconstructions are scored (the next n): a reconstruction scored against its own original
+    is paired, and a perfect autoencoder would score 0 where independent real images do not.
+    With fewer than 2·``n_fid`` test images both halves shrink to half the split."""
+    n = min(n_fid, len(test_images) // 2)
+    if n < 4:
+        raise ValueError(f"the test split must hold at least 8 images to score FID on disjoint halves; got {len(test_images)}")
+    return slice(0, n), slice(n, 2 * n)
+
+
+def fid(model, test_images: torch.Tensor, config: dict, device, *, gmms: dict[str, expost.GaussianMixture] | None = None,
+        progress: bool = False) -> dict:
+    """FID (with its bootstrap error), KID (with its standard error) and improved precision and
+    recall of each image set in :data:`SCORED` that applies, against the first ``n_fid`` test
+    images (whose features are cached once per dataset, see :func:`hebae.fid.dataset_features`).
+
+    ``gmms`` maps a prefix ("gmm_", "gmm_draws_") to its ex-post mixture. Every generated set
+    of the run passes the Inception network in one call; the real set's precision radii are
+    computed once. Keys: ``<prefix>fid``, ``<prefix>fid_se``, ``<prefix>kid``, ``<prefix>kid_se``,
+    ``<prefix>precision``, ``<prefix>recall``, and what :func:`hebae.fid.describe_scores` names.
     """
     from . import fid as fid_module
-    from .paths import staging_root
 
-    real = test_images[: config["n_fid"]]
-    cache = staging_root() / "fid-cache" / f"{config['dataset']}-test-{len(real)}.npz"
+    real_part, rec_part = fid_split(test_images, config["n_fid"])
+    n_real = real_part.stop
     extractor = _inception(str(device))
-
-    def score(generated):
-        return fid_module.evaluate(generated, real, device=device, extractor=extractor, real_cache=cache, progress=progress)
-
-    out = score(samples(model, config["n_fid"], config["seed"] + 1, device))
-    more = {"rec_": score(_batched(model.reconstruct, real, device))}
-    if gmm is not None:
-        more["gmm_"] = score(samples(model, config["n_fid"], config["seed"] + 1, device, draw=gmm.sample))
-    for prefix, numbers in more.items():
-        out.update({f"{prefix}{k}": numbers[k] for k in ("fid", "precision", "recall")})
+    real = fid_module.dataset_features(config["dataset"], "test", n_real, extractor, progress=progress) if _is_test_prefix(
+        config, test_images, n_real) else extractor.features(test_images[real_part], progress=progress)
+    reference = fid_module.Reference.of(real)
+    n_gen, seed = config["n_fid"], config["seed"] + 1
+    sets = {"": samples(model, n_gen, seed, device)}
+    for prefix, gmm in (gmms or {}).items():
+        sets[prefix] = samples(model, n_gen, seed, device, draw=gmm.sample)
+    sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
+    features = extractor.features(torch.cat(list(sets.values())), progress=progress)
+    bounds = np.cumsum([0, *(len(v) for v in sets.values())])
+    out = fid_module.describe_scores(n_gen, n_real)
+    out["rec_fid_images"] = f"test images {rec_part.start}-{rec_part.stop - 1} against test images 0-{n_real - 1}"
+    for (prefix, _), a, b in zip(sets.items(), bounds[:-1], bounds[1:]):
+        out.update(_prefixed(prefix, fid_module.score(features[a:b], reference, seed=config["seed"])))
     return out
+
+
+def _is_test_prefix(config: dict, test_images: torch.Tensor, n: int) -> bool:
+    """Whether ``test_images`` starts with the dataset's own test split (so its cached features
+    apply): true for every run's data; checked on the first images, never assumed."""
+    from . import data
+
+    if config["dataset"] == "synthetic":
+        return False
+    try:
+        head = data.load(config["dataset"], "test", limit=min(n, 8)).images
+    except Exception:  # noqa: BLE001 - no loadable split: encode the images given
+        return False
+    return head.shape == test_images[: len(head)].shape and torch.equal(head, test_images[: len(head)])
 
 
 @torch.no_grad()
@@ -178,12 +229,15 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
     originals = test_images[:16]
     arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
     arrays["interpolations"] = _to_uint8(interpolations(model, test_images, device))
-    gmm = None
+    gmms = {}
     if train_images is not None:
-        gmm = expost_sampler(model, train_images, config["seed"], device)
-        arrays["gmm_samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device, draw=gmm.sample))
-        out.update(gmm_iterations=gmm.iterations, gmm_converged=gmm.converged)
+        gmms["gmm_"] = expost_sampler(model, train_images, config["seed"], device)
+        if model.has_posterior:
+            gmms["gmm_draws_"] = expost_sampler(model, train_images, config["seed"], device, draws=True)
+        for prefix, gmm in gmms.items():
+            arrays[f"{prefix}samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device, draw=gmm.sample))
+            out.update({f"{prefix}iterations": gmm.iterations, f"{prefix}converged": gmm.converged})
     if config.get("n_fid"):
-        out.update(fid(model, test_images, config, device, gmm=gmm, progress=progress))
+        out.update(fid(model, test_images, config, device, gmms=gmms, progress=progress))
     return runs.Artifacts(metrics=out, arrays=arrays)
 
