@@ -132,3 +132,18 @@ def test_landscape_verdicts_are_made_pair_by_pair():
     assert verdicts.lower(noisy, "vae", "vae", "gmm_fid", "fid", "")[0] == verdicts.TOO_CLOSE
     bare = verdicts.gap(df.drop(columns=["fid_se", "gmm_fid_se"]))
     assert verdicts.lower(bare, "vae", "vae", "gmm_fid", "fid", "")[0] == verdicts.TOO_CLOSE
+
+
+def test_the_gap_is_also_judged_with_both_mixtures_fitted_to_draws():
+    df = _frame()
+    # On draws the VAE's mixture gains little (draws are what its prior was matched to); HEBAE's as on means.
+    draws = {"vae": 99.0, "hebae": 85.0, "beta0.3": 70.0}
+    df["gmm_draws_fid"] = df.variant.map(draws) + (df.variant == "hebae") * 10 * df.seed
+    df["gmm_draws_fid_se"] = 1.0
+    df = verdicts.gap(df, prefix="gmm_draws_", column="draws_gap")
+    assert list(df.loc[df.variant == "vae", "draws_gap"]) == [1.0] * 4
+    assert list(df.loc[df.variant == "vae", "gap"]) == [20.0] * 4  # the means gap is kept beside it
+    # HEBAE's draws gap (5, then −5) below the VAE's (1): decided against, then for.
+    verdict, details = verdicts.lower(df, "hebae", "vae", "draws_gap", "draws_gap", "gap")
+    assert verdict == "partly" and "for the claim 2, against 2" in details
+    assert verdicts._metric_key("draws_gap", "kid") == "kid_draws_gap"
