@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from hebae import bounds, experiment, metrics, profiles
+from hebae import bounds, experiment, metrics, profiles, runs
 from pages import TABLE, classes
 
 SHAPE = (1, 2, 2)  # four pixels
@@ -170,7 +170,8 @@ def test_celeba_config_follows_the_official_code_and_shrinks_with_the_profile():
     paper, _ = experiment.configure(classes()["hebae"], dataset="celeba", profile="paper")
     assert (paper["latent_dim"], paper["batch_size"], paper["lr"], paper["schedule"]) == (64, 100, 1e-4, "celeba")
     assert paper["conv_channels"] == [128, 256, 512, 1024] and paper["likelihood"] == "mse"
-    assert paper["profile"] == "paper" and paper["epochs"] == 100
+    # The paper's widths; 10 epochs of our faces, so that a run fits a GPU window (profiles.py).
+    assert paper["profile"] == "paper" and paper["epochs"] == 10
     smoke, _ = experiment.configure(classes()["hebae"], dataset="celeba", profile="smoke")
     assert smoke["conv_channels"] == [8, 16, 32, 64] and smoke["epochs"] == 1 and smoke["profile"] == "smoke"
     for name in ("vae", "wae", "hebae"):  # λ = 0.001 for all three in the official CelebA code
@@ -263,3 +264,17 @@ def test_stored_checkpoint_reloads_the_same_model(models, tmp_path, monkeypatch)
     run.checkpoint.unlink()
     with pytest.raises(FileNotFoundError, match="has no checkpoint"):
         experiment.load_model(run, models["VAE"], (1, 8, 8))
+
+
+def test_a_page_left_at_profile_none_shows_the_largest_profile_its_run_is_stored_at(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEBAE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.delenv("HEBAE_SMOKE", raising=False)
+    monkeypatch.setenv("HEBAE_PROFILE", "paper")
+    vae = classes()["vae"]
+    assert experiment.configure(vae, latent_dim=5)[0]["profile"] == "paper"  # nothing stored: the asked profile
+    reduced, _ = experiment.configure(vae, latent_dim=5, profile="reduced")
+    (tmp_path / runs.run_id(reduced)).mkdir()
+    (tmp_path / runs.run_id(reduced) / "config.json").write_text("{}")
+    assert experiment.configure(vae, latent_dim=5)[0] == reduced  # stored at reduced only: shown from there
+    assert experiment.configure(vae, latent_dim=5, lam=0.3)[0]["profile"] == "paper"  # another run: trains at paper
+    assert experiment.configure(vae, latent_dim=5, profile="paper")[0]["profile"] == "paper"  # named: as asked

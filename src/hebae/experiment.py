@@ -79,10 +79,22 @@ def configure(
     and the profile's sizes; return ``(config, device)``.
 
     The config identifies the run; the device only says where it trains. ``profile`` None takes
-    the environment's default (:func:`hebae.profiles.default`). ``options`` are the model's own
+    the environment's default (:func:`hebae.profiles.default`), or a smaller profile at which this
+    very run is stored (:func:`hebae.profiles.shown`). ``options`` are the model's own
     parameters (its ``options`` table). Bad input raises one ``ValueError`` naming the parameter
     and what it may be.
     """
+    params = dict(dataset=dataset, latent_dim=latent_dim, lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                  device=device, reset_adam=reset_adam, n_train=n_train, n_test=n_test, n_fid=n_fid, **options)
+    if profile is None:
+        # Left at None, the largest profile at which this run is stored (a book built with
+        # PROFILE=paper before the GPU made it shows the reduced run), else the environment's.
+        profile = profiles.shown(None, lambda p: runs.find(_configure(model, p, **params)[0]) is not None)
+    return _configure(model, profile, **params)
+
+
+def _configure(model, profile, *, dataset, latent_dim, lam, epochs, batch_size, lr, seed, device, reset_adam, n_train,
+               n_test, n_fid, **options) -> tuple[dict, str]:
     model = _model_class(model)
     profile = profiles.resolve(profile)
     dataset = _choice("dataset", dataset, data.DATASETS)
