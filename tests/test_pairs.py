@@ -1,5 +1,5 @@
-"""The paired .ipynb of every model page: present, in step with its MyST source, and runnable by
-papermill exactly as the design promises (``papermill book/hebae.ipynb out.ipynb -p lam 0.3``)."""
+"""The paired .ipynb of every model page and of the lab: present, in step with its MyST source, and
+runnable by papermill exactly as the design promises (``papermill book/hebae.ipynb out.ipynb -p lam 0.3``)."""
 
 import ast
 import json
@@ -18,7 +18,7 @@ sys.path.insert(0, str(PROJECT_ROOT / "tools"))
 import pair_notebooks  # noqa: E402
 
 BOOK = PROJECT_ROOT / "book"
-PAGES = pair_notebooks.model_pages()
+PAGES = pair_notebooks.paired_pages()  # the model pages and the lab (pair_notebooks.COURSE_PAGES)
 BIN = Path(sys.executable).parent  # papermill's console script lives beside the interpreter
 
 
@@ -30,7 +30,17 @@ def test_every_model_page_has_a_pair_in_step(name):
 
 def test_no_pair_without_its_model_page():
     stray = sorted(p.name for p in BOOK.glob("*.ipynb") if p.stem not in PAGES)
-    assert not stray, f"book/ holds .ipynb files of no model page in pages.TABLE: {stray}; delete them or add the row"
+    assert not stray, f"book/ holds .ipynb files of no model page in pages.TABLE nor COURSE_PAGES: {stray}; delete them or add the row"
+
+
+def test_the_lab_is_paired_and_in_the_book():
+    """The lab's Colab button opens book/lab.ipynb: the pair must exist and the page be in the book."""
+    import toc_notebooks
+    import yaml
+
+    assert "lab" in PAGES and "lab" not in pair_notebooks.model_pages()
+    assert not pair_notebooks.problems("lab")
+    assert "book/lab" in toc_notebooks.toc_files(yaml.safe_load((PROJECT_ROOT / "_toc.yml").read_text()))
 
 
 def test_the_pairing_tool_is_idempotent_and_detects_a_stale_pair(tmp_path, monkeypatch):

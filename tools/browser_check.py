@@ -12,7 +12,8 @@ the check sees the book as a reader without internet does. A page fails when
 - a cell prints an object repr (``<... at 0x...>``), or Markdown that was never rendered (a
   table's ``| --- |`` row left as text);
 - a code block runs past its right edge (long lines must wrap);
-- it is a notebook page without launch buttons (Binder, Colab) and the .ipynb download.
+- it is a notebook page without launch buttons (Binder; Colab where the page has a paired .ipynb,
+  and no Colab button pointing at a .md) and the .ipynb download.
 
 Chromium is Debian's (``/usr/bin/chromium``, or ``$HEBAE_CHROMIUM``), driven by the ``playwright``
 Python package; ``tools/setup_env.sh`` installs both. Exit status 0 when every page passes.
@@ -166,9 +167,13 @@ def check_page(page, base: str, rel: Path, timeout_ms: int) -> tuple[list[str], 
     problems += [f"code runs past the right edge: {line!r}" for line in result["overflowing"][:5]]
     if is_notebook_page(rel):
         launch = " ".join(result["launch"])
-        for name, host in (("Binder", "mybinder"), ("Colab", "colab.research.google.com")):
-            if host not in launch:
-                problems.append(f"notebook page without a {name} launch button")
+        if "mybinder" not in launch:
+            problems.append("notebook page without a Binder launch button")
+        # Colab opens a page's paired .ipynb (book/<page>.ipynb); a page without one has no Colab button.
+        colab = [href for href in result["launch"] if "colab.research.google.com" in href]
+        if (ROOT / rel).with_suffix(".ipynb").exists() and not colab:
+            problems.append("notebook page with a paired .ipynb but no Colab launch button")
+        problems += [f"Colab button on a page Colab cannot open: {href}" for href in colab if not href.endswith(".ipynb")]
         if not any(href.endswith(".ipynb") for href in result["downloads"]):
             problems.append("notebook page without the .ipynb download")
     return problems, result

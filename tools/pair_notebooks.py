@@ -1,6 +1,7 @@
-"""Write the paired .ipynb of every model page, so that papermill, Colab and Binder open it as is.
+"""Write the paired .ipynb of every model page and of the lab, so that papermill, Colab and Binder
+open it as is.
 
-    python tools/pair_notebooks.py           # write/refresh book/<name>.ipynb for every row of pages.TABLE
+    python tools/pair_notebooks.py           # write/refresh book/<name>.ipynb for every row of pages.TABLE and the lab
     python tools/pair_notebooks.py --check   # exit 1, naming the pages, when a pair is missing or stale
 
 The MyST source ``book/<name>.md`` is the one that is edited; its pair ``book/<name>.ipynb`` is
@@ -26,6 +27,9 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 FORMATS = "ipynb,md:myst"
+# Notebook pages that are not models but are run by readers as notebooks (Colab, Binder,
+# papermill), so they have a pair too: the one-hour lab.
+COURSE_PAGES = ("lab",)
 
 
 def model_pages() -> list[str]:
@@ -36,6 +40,11 @@ def model_pages() -> list[str]:
     finally:
         sys.path.remove(str(BOOK))
     return [m.name for m in pages.TABLE]
+
+
+def paired_pages() -> list[str]:
+    """Every page with a paired .ipynb: the model pages, then :data:`COURSE_PAGES`."""
+    return [*model_pages(), *COURSE_PAGES]
 
 
 def paired(source: Path) -> nbformat.NotebookNode:
@@ -67,7 +76,7 @@ def problems(name: str) -> list[str]:
     """Why ``book/<name>.ipynb`` is not a faithful pair of ``book/<name>.md`` (empty when it is)."""
     source, pair = BOOK / f"{name}.md", BOOK / f"{name}.ipynb"
     if not source.exists():
-        return [f"book/{name}.md: no such page (a row of pages.TABLE names it)"]
+        return [f"book/{name}.md: no such page (a row of pages.TABLE or COURSE_PAGES names it)"]
     if not pair.exists():
         return [f"book/{name}.ipynb is missing"]
     page, nb = jupytext.read(source), nbformat.read(pair, as_version=4)
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when a pair is missing or stale")
     args = parser.parse_args(argv)
-    names = model_pages()
+    names = paired_pages()
     if args.check:
         found = [p for name in names for p in problems(name)]
         for line in found:
