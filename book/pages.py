@@ -35,6 +35,9 @@ TABLE = (
     Model("rae", "RAE", "RAE-L2", "C1"),
     Model("twostage", "TwoStageVAE", "two-stage VAE", "C4"),
     Model("vamp", "VampPrior", "VampPrior", "C9"),
+    Model("vlae", "VLAE", "VLAE", "C5"),
+    Model("hf", "HouseholderVAE", "VAE + HF", "C6"),
+    Model("savae", "SAVAE", "SA-VAE", "C8"),
 )
 LABELS = {m.name: m.label for m in TABLE}
 COLORS = {m.name: m.color for m in TABLE}

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from hebae import grids, launch, profiles, runs, train
+from hebae import grids, grids_amortisation, launch, profiles, runs, train
 from pages import classes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ GRIDS = {
     "mnist-ablations": ("mnist", grids.mnist_ablations),
     "celeba": ("celeba", grids.celeba),
     **{f"landscape-{d}": (d, grids.landscape) for d in grids.LANDSCAPE_DATASETS},
+    "amortisation": ("mnist", grids_amortisation.amortisation),
 }
 
 
