@@ -14,7 +14,7 @@ EXECUTOR ?= local
 # benchmarks) this is the one place that puts book/ on the path.
 export PYTHONPATH := $(CURDIR)/book
 
-.PHONY: setup test book notebooks reproduce benchmark clean pairs browser-check paper gpu-check
+.PHONY: setup test book notebooks reproduce benchmark clean pairs browser-check paper gpu-check pdf
 
 setup: $(STAMP)
 
@@ -40,6 +40,13 @@ book: $(STAMP)
 	HEBAE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . -W --keep-going
 	$(PY) tools/sync_readme.py
 	@test -f _build/html/index.html && echo "book: _build/html/index.html"
+
+# The book as one PDF (_build/pdf/book.pdf), without TeX: the single-page HTML build printed by
+# the Chromium the browser check uses, then opened and checked (pages, none blank).
+pdf: PROFILE ?= reduced
+pdf: $(STAMP)
+	HEBAE_PROFILE=$(PROFILE) $(VENV)/bin/jupyter-book build . --builder singlehtml -W --keep-going
+	$(PY) tools/make_pdf.py _build/singlehtml _build/pdf/book.pdf
 
 # The paired .ipynb of every model page (pages.TABLE), for papermill, Colab and Binder: run after
 # adding a model page or editing one (tests/test_pairs.py fails while a pair is stale).

@@ -74,3 +74,37 @@ def test_the_check_catches_each_fault(tmp_path):
                      "object repr in the output: <torch._C.Generator at 0x7f62d5f162f0>", "code runs past the right edge",
                      "console error: boom", "example.org", "Markdown table left as text"):
         assert expected in bad, f"{expected!r} not reported:\n{bad}"
+
+
+def _needs_browser():
+    why = browser_check.missing_browser()
+    if why:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"the PDF check must run in CI: {why}")
+        pytest.skip(why)
+
+
+def test_the_pdf_printer_finds_a_blank_page(tmp_path):
+    _needs_browser()
+    import make_pdf
+
+    (tmp_path / "index.html").write_text(
+        "<html><body><p>A page of words.</p><div style='page-break-after: always'></div>"
+        "<div style='height: 1px'></div><div style='page-break-after: always'></div><p>The last page.</p></body></html>"
+    )
+    make_pdf.print_pdf(tmp_path, tmp_path / "out.pdf")
+    assert make_pdf.check_pdf(tmp_path / "out.pdf") == {"pages": 3, "blank": [2]}
+    with pytest.raises(FileNotFoundError, match="build it with"):
+        make_pdf.print_pdf(tmp_path / "nothing", tmp_path / "x.pdf")
+
+
+def test_the_book_prints_to_a_pdf_without_blank_pages():
+    _needs_browser()
+    env = {k: v for k, v in os.environ.items() if k not in ("HEBAE_SMOKE", "HEBAE_RESULTS_DIR", "HEBAE_FIGURES_DIR", "HEBAE_PROFILE")}
+    out = subprocess.run(["make", "pdf"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, f"make pdf failed:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
+    sys.path.insert(0, str(PROJECT_ROOT / "tools"))
+    import make_pdf
+
+    report = make_pdf.check_pdf(PROJECT_ROOT / "_build" / "pdf" / "book.pdf")
+    assert report["pages"] > 20 and report["blank"] == []
