@@ -36,7 +36,20 @@ def colab_only_with_a_pair(app, pagename, templatename, context, doctree) -> Non
             group["buttons"] = [b for b in group.get("buttons", []) if b.get("text") != "Colab"]
 
 
+def html_nodes_in_one_page(app) -> None:
+    """Extensions (myst-nb's hidden input, sphinx-proof, sphinx-exercise) teach their nodes to
+    the ``html`` builder only; ``make pdf`` prints the ``singlehtml`` build, which writes HTML with
+    the same translator and needs the same visitors (folded ``<details>`` stay closed in print)."""
+    if app.builder.name != "singlehtml":
+        return
+    handlers = app.registry.translation_handlers
+    single = handlers.setdefault("singlehtml", {})
+    for node, visitors in handlers.get("html", {}).items():
+        single.setdefault(node, visitors)
+
+
 def setup(app):
+    app.connect("builder-inited", html_nodes_in_one_page)
     app.connect("html-page-context", unique_scripts, priority=900)  # after every other handler
     app.connect("html-page-context", colab_only_with_a_pair, priority=502)  # after the theme adds them (501)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -24,9 +24,18 @@ async () => {
   if (window.MathJax && MathJax.startup && MathJax.startup.promise) { await MathJax.startup.promise; }
   await Promise.all(Array.from(document.images).map(img => img.complete ? null :
       new Promise(done => { img.onload = img.onerror = done; })));
-  return {images: document.images.length, equations: document.querySelectorAll("mjx-container").length};
+  const math = [...document.querySelectorAll(".math")];
+  return {images: document.images.length, equations: document.querySelectorAll("mjx-container").length,
+          math: math.length, untypeset: math.filter((el) => !el.querySelector("mjx-container")).length};
 }
 """
+
+
+def start_page(site: Path) -> str:
+    """The page the single-page build lives on: jupyter-book's index.html only redirects to it."""
+    index = (site / "index.html").read_text(errors="replace")
+    found = re.search(r'http-equiv="Refresh" content="\d+;\s*url=([^"]+)"', index, re.IGNORECASE)
+    return found.group(1) if found else "index.html"
 
 
 def print_pdf(site: Path, out: Path, timeout_s: float = 300.0) -> dict:
@@ -44,9 +53,19 @@ def print_pdf(site: Path, out: Path, timeout_s: float = 300.0) -> dict:
         browser = p.chromium.launch(executable_path=browser_check.chromium_path())
         context = browser.new_context()
         context.route(re.compile(r"^(?!http://127\.0\.0\.1:).*"), lambda route: route.abort("blockedbyclient"))
+        start = start_page(site)
+        folder = start.rsplit("/", 1)[0] if "/" in start else ""
+        if folder:
+            # The page sits in a folder, and sphinx-mathjax-offline writes its script's path as if
+            # it did not (_static/mathjax/... beside the page): serve the site's own _static there.
+            def from_site_static(route):
+                rest = route.request.url.split(f"/{folder}/_static/", 1)[1].split("?", 1)[0]
+                route.fulfill(path=str(site / "_static" / rest))
+
+            context.route(re.compile(rf"^http://127\.0\.0\.1:\d+/{re.escape(folder)}/_static/.*"), from_site_static)
         page = context.new_page()
         page.set_default_timeout(timeout_s * 1000)
-        page.goto(f"{base}/index.html", wait_until="load")
+        page.goto(f"{base}/{start}", wait_until="load")
         held = page.evaluate(READY)
         page.emulate_media(media="print")
         page.pdf(path=str(tmp), format="A4", print_background=True,
@@ -77,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     held = print_pdf(args.site, args.out)
     report = check_pdf(args.out)
-    print(f"pdf: {args.out}, {report['pages']} pages, {held['equations']} typeset equations, {held['images']} images")
-    if report["pages"] == 0 or report["blank"]:
-        print(f"pdf: FAILED: {report['pages']} pages, blank pages {report['blank']}")
+    print(f"pdf: {args.out}, {report['pages']} pages, {held['math'] - held['untypeset']} of {held['math']} equations typeset, "
+          f"{held['images']} images")
+    if report["pages"] == 0 or report["blank"] or held["untypeset"]:
+        print(f"pdf: FAILED: {report['pages']} pages, blank pages {report['blank']}, {held['untypeset']} equations not typeset")
         return 1
     return 0
 
