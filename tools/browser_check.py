@@ -69,7 +69,7 @@ async () => {
     if (!parent || parent.closest("pre, code, script, style, textarea, mjx-container, .highlight")) continue;
     const text = node.textContent;
     if (text.includes("\\\\(") || text.includes("\\\\[") || text.includes("$$")) leftover.push(text.trim().slice(0, 80));
-    if (/\|\s*-{3,}\s*\|/.test(text)) rawTables.push(text.trim().slice(0, 80));
+    if (/\\|\\s*-{3,}\\s*\\|/.test(text)) rawTables.push(text.trim().slice(0, 80));
   }
   const broken = [...document.images].filter((img) => !img.complete || img.naturalWidth === 0).map((img) => img.getAttribute("src"));
   const overflowing = [...document.querySelectorAll("article pre")]
