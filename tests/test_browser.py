@@ -25,20 +25,25 @@ import browser_check  # noqa: E402
 HTML = PROJECT_ROOT / "_build" / "html"
 
 
-def build_book() -> None:
-    """``make book``, with the test suite's smoke-scale settings taken out of its environment."""
+def make(target: str) -> None:
+    """``make <target>``, with the test suite's smoke-scale settings taken out of its environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("HEBAE_SMOKE", "HEBAE_RESULTS_DIR", "HEBAE_FIGURES_DIR", "HEBAE_PROFILE")}
-    out = subprocess.run(["make", "book"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    assert out.returncode == 0, f"make book failed:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
+    out = subprocess.run(["make", target], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3600)
+    assert out.returncode == 0, f"make {target} failed:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
 
 
-def test_every_page_renders_offline_in_a_browser():
+def _needs_browser():
+    """Skip without Chromium or playwright, except in CI, where that is a failure."""
     why = browser_check.missing_browser()
     if why:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"the browser check must run in CI: {why}")
         pytest.skip(why)
-    build_book()
+
+
+def test_every_page_renders_offline_in_a_browser():
+    _needs_browser()
+    make("book")
     lines = []
     report = browser_check.check(HTML, log=lines.append)
     print("\n".join(lines))
@@ -49,11 +54,7 @@ def test_every_page_renders_offline_in_a_browser():
 
 def test_the_check_catches_each_fault(tmp_path):
     """A two-page site with one of each fault, and its twin without them (no book build: seconds)."""
-    why = browser_check.missing_browser()
-    if why:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the browser check must run in CI: {why}")
-        pytest.skip(why)
+    _needs_browser()
     (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=good.html" />')
     (tmp_path / "good.html").write_text("<html><body><article><p>plain text, a generator printed as &lt;Generator&gt;</p></article></body></html>")
     (tmp_path / "bad.html").write_text(
@@ -76,14 +77,6 @@ def test_the_check_catches_each_fault(tmp_path):
         assert expected in bad, f"{expected!r} not reported:\n{bad}"
 
 
-def _needs_browser():
-    why = browser_check.missing_browser()
-    if why:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"the PDF check must run in CI: {why}")
-        pytest.skip(why)
-
-
 def test_the_pdf_printer_finds_a_blank_page(tmp_path):
     _needs_browser()
     import make_pdf
@@ -100,11 +93,8 @@ def test_the_pdf_printer_finds_a_blank_page(tmp_path):
 
 def test_the_book_prints_to_a_pdf_without_blank_pages():
     _needs_browser()
-    env = {k: v for k, v in os.environ.items() if k not in ("HEBAE_SMOKE", "HEBAE_RESULTS_DIR", "HEBAE_FIGURES_DIR", "HEBAE_PROFILE")}
-    out = subprocess.run(["make", "pdf"], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=3600)
-    assert out.returncode == 0, f"make pdf failed:\n{out.stdout[-6000:]}\n{out.stderr[-6000:]}"
-    sys.path.insert(0, str(PROJECT_ROOT / "tools"))
-    import make_pdf
+    make("pdf")
+    import make_pdf  # tools/ is on the path (above)
 
     report = make_pdf.check_pdf(PROJECT_ROOT / "_build" / "pdf" / "book.pdf")
     assert report["pages"] > 20 and report["blank"] == []

@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from hebae import experiment
+import page_models
 from pages import model_namespace
 
-SHAPE = (1, 8, 8)
+SHAPE = page_models.SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -16,13 +17,10 @@ def page():
 
 
 def _model(page, dtype=torch.float64, **options):
-    config, _ = experiment.configure(page["SAVAE"], dataset="synthetic", latent_dim=3, profile="smoke", **options)
-    torch.manual_seed(0)
-    return page["SAVAE"](config, SHAPE).to(dtype)
+    return page_models.build(page["SAVAE"], dtype, **options)
 
 
-def _images(n=5, dtype=torch.float64):
-    return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(1), dtype=dtype)
+_images = page_models.images
 
 
 def test_no_steps_is_the_vae(page):

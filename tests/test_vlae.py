@@ -6,9 +6,10 @@ import torch
 
 from hebae import experiment
 from hebae.bounds import standard_normal_logpdf
+import page_models
 from pages import model_namespace
 
-SHAPE = (1, 8, 8)
+SHAPE = page_models.SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -17,13 +18,10 @@ def page():
 
 
 def _model(page, dtype=torch.float64, **options):
-    config, _ = experiment.configure(page["VLAE"], dataset="synthetic", latent_dim=3, profile="smoke", **options)
-    torch.manual_seed(0)
-    return page["VLAE"](config, SHAPE).to(dtype)
+    return page_models.build(page["VLAE"], dtype, **options)
 
 
-def _images(n=5, dtype=torch.float64):
-    return torch.rand(n, *SHAPE, generator=torch.Generator().manual_seed(1), dtype=dtype)
+_images = page_models.images
 
 
 @pytest.mark.parametrize("mode_update", ["vlae", "cg"])

@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 
 import numpy as np
 import torch
 
-from hebae import fid, grids, paths
+from hebae import fid, forecast, grids, paths, runs
 
 SIZES = (50, 100, 200, 500, 1000)
 
@@ -62,19 +61,6 @@ def spread(features: np.ndarray, sizes, seed: int = 0) -> list[dict]:
     return rows
 
 
-def throughput(extractor, n: int = 100) -> float:
-    """Inception images per second on this machine now (random images: the cost does not depend on content)."""
-    images = torch.rand(n, 1, 28, 28)
-    extractor.features(images[:10])
-    start = time.perf_counter()
-    extractor.features(images)
-    return n / (time.perf_counter() - start)
-
-
-def _git(*args) -> str:
-    return subprocess.run(["git", *args], cwd=paths.PROJECT_ROOT, capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion"], choices=("mnist", "fashion", "celeba"))
@@ -88,7 +74,7 @@ def main() -> None:
     for name in args.datasets:
         features = fid.dataset_features(name, "test", args.pool, extractor)
         datasets[name] = {"pool": len(features), "rows": spread(features, args.sizes)}
-    rate = throughput(extractor)
+    rate = forecast.inception_images_per_second(torch.device("cpu"), n=100, extractor=extractor)
     landscape_runs = len(grids.landscape("reduced")) * len(grids.LANDSCAPE_DATASETS)
     sets = 4  # prior samples, mixture on means, mixture on draws, reconstructions
     path = paths.results_root() / "fid-floor.json"
@@ -102,8 +88,7 @@ def main() -> None:
         "chosen_n": args.chosen,
         "landscape_images_at_chosen_n": landscape_runs * sets * args.chosen,
         "landscape_hours_at_chosen_n": round(landscape_runs * sets * args.chosen / rate / 3600, 2),
-        "provenance": {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(_git("status", "--porcelain")),
-                       "machine": platform.node(), "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": {**runs.git_state(), "machine": platform.node(), "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "command": "python tools/fid_spread.py " + " ".join(
                            ["--datasets", *args.datasets, "--pool", str(args.pool), "--sizes", *map(str, args.sizes), "--chosen", str(args.chosen)])},
     }

@@ -11,7 +11,7 @@ diagnosis: the watch reads every module's output on the host.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -38,7 +38,6 @@ class Watch:
 
     first: tuple[str, str, bool] | None = None
     modules: int = 0
-    calls: list[str] = field(default_factory=list)
 
     def report(self) -> str:
         if self.first is None:
@@ -57,7 +56,6 @@ def watch_non_finite(model: nn.Module):
 
     def hook(name):
         def check(module, inputs, output):
-            watch.calls.append(name)
             if watch.first is None and not all_finite(output):
                 watch.first = (name, type(module).__name__, all_finite(inputs))
 

@@ -363,6 +363,12 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def git_state() -> dict:
+    """The commit the code is at and whether tracked files differ from it (None: no git here)."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None}
+
+
 def _device_name() -> str:
     import torch
 
@@ -384,10 +390,8 @@ def provenance(config: dict, started: datetime, wall_seconds: float, **extra) ->
             packages[name] = version(name)
         except PackageNotFoundError:
             packages[name] = None
-    status = _git("status", "--porcelain", "--untracked-files=no")
     return {
-        "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(status) if status is not None else None,
+        **git_state(),
         "packages": packages,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
