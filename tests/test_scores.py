@@ -73,6 +73,19 @@ def test_a_run_scores_every_set_with_errors_in_one_pass(counted):
     assert paired == pytest.approx(0, abs=1e-6)
 
 
+def test_a_config_scores_only_the_sets_it_names(counted):
+    images = torch.rand(80, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    model = Identity()
+    gmms = {"gmm_": measure.expost_sampler(model, images, 0, "cpu")}
+    config = {"dataset": "synthetic", "n_fid": 20, "seed": 0, "fid_sets": ["prior", "rec"]}
+    out = measure.fid(model, images, config, "cpu", gmms=gmms)
+    assert counted == [20, 2 * 20]  # the mixture is given but not asked for: not encoded
+    assert {"fid", "rec_fid"} <= set(out) and not any(k.startswith("gmm_") for k in out)
+    for bad in ([], ["prior", "vamp"], "prior"):
+        with pytest.raises(ValueError, match="fid_sets must be a non-empty list of prior, gmm, gmm_draws, rec"):
+            measure.fid(model, images, {**config, "fid_sets": bad}, "cpu")
+
+
 def test_the_real_set_and_the_reconstructed_set_are_disjoint():
     real, rec = measure.fid_split(torch.zeros(100, 1, 2, 2), 30)
     assert (real.start, real.stop, rec.start, rec.stop) == (0, 30, 30, 60)

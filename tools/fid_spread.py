@@ -61,6 +61,12 @@ def spread(features: np.ndarray, sizes, seed: int = 0) -> list[dict]:
     return rows
 
 
+def _measured(args, datasets: list[str]) -> dict:
+    command = ["--datasets", *datasets, "--pool", str(args.pool), "--sizes", *map(str, args.sizes), "--chosen", str(args.chosen)]
+    return {"provenance": {**runs.git_state(), "machine": platform.node(), "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                           "command": "python tools/fid_spread.py " + " ".join(command)}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="+", default=["mnist", "fashion"], choices=("mnist", "fashion", "celeba"))
@@ -70,15 +76,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     extractor = fid.inception("cpu")
-    datasets = {}
+    path = paths.results_root() / "fid-floor.json"
+    result = json.loads(path.read_text()) if path.exists() else {}
+    # Data sets measured before and not named now are kept: each carries its own provenance.
+    datasets = dict(result.get("spread", {}).get("datasets", {}))
     for name in args.datasets:
         features = fid.dataset_features(name, "test", args.pool, extractor)
-        datasets[name] = {"pool": len(features), "rows": spread(features, args.sizes)}
+        datasets[name] = {"pool": len(features), "rows": spread(features, args.sizes), **_measured(args, [name])}
     rate = forecast.inception_images_per_second(torch.device("cpu"), n=100, extractor=extractor)
     landscape_runs = len(grids.landscape("reduced")) * len(grids.LANDSCAPE_DATASETS)
     sets = 4  # prior samples, mixture on means, mixture on draws, reconstructions
-    path = paths.results_root() / "fid-floor.json"
-    result = json.loads(path.read_text()) if path.exists() else {}
     result["spread"] = {
         "sizes": list(args.sizes),
         "datasets": datasets,
@@ -88,9 +95,7 @@ def main() -> None:
         "chosen_n": args.chosen,
         "landscape_images_at_chosen_n": landscape_runs * sets * args.chosen,
         "landscape_hours_at_chosen_n": round(landscape_runs * sets * args.chosen / rate / 3600, 2),
-        "provenance": {**runs.git_state(), "machine": platform.node(), "measured_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       "command": "python tools/fid_spread.py " + " ".join(
-                           ["--datasets", *args.datasets, "--pool", str(args.pool), "--sizes", *map(str, args.sizes), "--chosen", str(args.chosen)])},
+        "provenance": _measured(args, args.datasets)["provenance"],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

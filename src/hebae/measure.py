@@ -107,6 +107,17 @@ SCORED = {
     "gmm_draws_": "samples of the ex-post GMM fitted to posterior draws",
     "rec_": "reconstructions of test images disjoint from the real set",
 }
+# The names a config's ``fid_sets`` takes (absent: all that apply). A profile narrows them where
+# the Inception network is the cost a CPU cannot pay and no chapter reads the others (CelebA).
+FID_SETS = {"prior": "", "gmm": "gmm_", "gmm_draws": "gmm_draws_", "rec": "rec_"}
+
+
+def fid_sets(config: dict) -> list[str]:
+    """The prefixes of the image sets ``config`` asks to score (checked)."""
+    names = config.get("fid_sets", list(FID_SETS))
+    if not isinstance(names, (list, tuple)) or not names or any(n not in FID_SETS for n in names):
+        raise ValueError(f"fid_sets must be a non-empty list of {', '.join(FID_SETS)}; got {names!r}")
+    return [FID_SETS[n] for n in names]
 
 
 def fid_split(test_images: torch.Tensor, n_fid: int) -> tuple[slice, slice]:
@@ -139,15 +150,18 @@ def fid(model, test_images: torch.Tensor, config: dict, device, *, gmms: dict[st
     real = fid_module.dataset_features(config["dataset"], "test", n_real, extractor, progress=progress) if _is_test_prefix(
         config, test_images, n_real) else extractor.features(test_images[real_part], progress=progress)
     reference = fid_module.Reference.of(real)
-    n_gen, seed = config["n_fid"], config["seed"] + 1
-    sets = {"": samples(model, n_gen, seed, device)}
+    n_gen, seed, wanted = config["n_fid"], config["seed"] + 1, fid_sets(config)
+    sets = {"": samples(model, n_gen, seed, device)} if "" in wanted else {}
     for prefix, gmm in (gmms or {}).items():
-        sets[prefix] = samples(model, n_gen, seed, device, draw=gmm.sample)
-    sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
+        if prefix in wanted:
+            sets[prefix] = samples(model, n_gen, seed, device, draw=gmm.sample)
+    if "rec_" in wanted:
+        sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
     features = extractor.features(torch.cat(list(sets.values())), progress=progress)
     bounds = np.cumsum([0, *(len(v) for v in sets.values())])
     out = fid_module.describe_scores(n_gen, n_real)
-    out["rec_fid_images"] = f"test images {rec_part.start}-{rec_part.stop - 1} against test images 0-{n_real - 1}"
+    if "rec_" in sets:
+        out["rec_fid_images"] = f"test images {rec_part.start}-{rec_part.stop - 1} against test images 0-{n_real - 1}"
     for (prefix, _), a, b in zip(sets.items(), bounds[:-1], bounds[1:]):
         out.update(_prefixed(prefix, fid_module.score(features[a:b], reference, seed=config["seed"])))
     return out
@@ -229,14 +243,14 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
     originals = test_images[:16]
     arrays["reconstructions"] = _to_uint8(torch.cat([originals, model.reconstruct(originals.to(device)).cpu()]))
     arrays["interpolations"] = _to_uint8(interpolations(model, test_images, device))
-    gmms = {}
-    if train_images is not None:
+    gmms, wanted = {}, fid_sets(config)
+    if train_images is not None and "gmm_" in wanted:
         gmms["gmm_"] = expost_sampler(model, train_images, config["seed"], device)
-        if model.has_posterior:
-            gmms["gmm_draws_"] = expost_sampler(model, train_images, config["seed"], device, draws=True)
-        for prefix, gmm in gmms.items():
-            arrays[f"{prefix}samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device, draw=gmm.sample))
-            out.update({f"{prefix}iterations": gmm.iterations, f"{prefix}converged": gmm.converged})
+    if train_images is not None and "gmm_draws_" in wanted and model.has_posterior:
+        gmms["gmm_draws_"] = expost_sampler(model, train_images, config["seed"], device, draws=True)
+    for prefix, gmm in gmms.items():
+        arrays[f"{prefix}samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device, draw=gmm.sample))
+        out.update({f"{prefix}iterations": gmm.iterations, f"{prefix}converged": gmm.converged})
     if config.get("n_fid"):
         out.update(fid(model, test_images, config, device, gmms=gmms, progress=progress))
     return runs.Artifacts(metrics=out, arrays=arrays)

@@ -33,7 +33,9 @@ _MEASURE = {
 # Training scale per profile and dataset. n_train/n_test None: the whole split. lr, where given,
 # replaces the paper's learning rate at that profile.
 # conv_channels: the CelebA encoder's filters (the decoder mirrors them); n_fid: generated images
-# behind a CelebA FID (against n_fid test images too, where there are that many).
+# behind a CelebA FID (against n_fid test images too, where there are that many); fid_sets: the
+# image sets scored (hebae.measure.FID_SETS; absent: all) - on a CPU, CelebA scores its prior
+# samples only, the one set its chapter reads, since each set costs n_fid Inception passes.
 _TRAIN = {
     "paper": {
         "mnist": dict(epochs=100, n_train=None, n_test=None),
@@ -41,20 +43,21 @@ _TRAIN = {
         # The paper's widths and FID sample size, but 10 epochs of our 15,360 training faces (about
         # 1 % of the paper's 100 epochs of 162,770): a GPU window is minutes long, and every run
         # must finish inside one (measured on an H200: 11-14k images/s, so about 15 s a run).
-        "celeba": dict(epochs=10, n_train=None, n_test=None, conv_channels=[128, 256, 512, 1024], n_fid=10000),
+        "celeba": dict(epochs=10, n_train=None, n_test=None, conv_channels=[128, 256, 512, 1024], n_fid=10000,
+                       fid_sets=["prior", "gmm", "gmm_draws", "rec"]),
     },
     # Small enough for a 2-core CPU. CelebA: 1/16 of the paper's width, one epoch of every
     # training face at 5 times the official learning rate (at 1e-4 one epoch leaves grey blobs).
     "reduced": {
         "mnist": dict(epochs=10, n_train=10000, n_test=None),
         "synthetic": dict(epochs=5, n_train=None, n_test=None),
-        "celeba": dict(epochs=1, n_train=None, n_test=None, conv_channels=[8, 16, 32, 64], n_fid=500, lr=5e-4),
+        "celeba": dict(epochs=1, n_train=None, n_test=None, conv_channels=[8, 16, 32, 64], n_fid=500, lr=5e-4, fid_sets=["prior"]),
     },
     # Seconds: for tests and CI. The conv nets shrink 16-fold in width.
     "smoke": {
         "mnist": dict(epochs=1, n_train=512, n_test=256),
         "synthetic": dict(epochs=1, n_train=512, n_test=256),
-        "celeba": dict(epochs=1, n_train=512, n_test=256, conv_channels=[8, 16, 32, 64], n_fid=64),
+        "celeba": dict(epochs=1, n_train=512, n_test=256, conv_channels=[8, 16, 32, 64], n_fid=64, fid_sets=["prior"]),
     },
 }
 
