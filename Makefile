@@ -58,7 +58,8 @@ browser-check: book
 	$(PY) tools/browser_check.py _build/html
 
 # One or more grids of runs (mnist-paper, mnist-cpu, mnist-ablations, celeba, landscape-mnist,
-# landscape-fashion; GRID="a b" for several); stored runs are skipped, killed ones resume.
+# landscape-fashion, amortisation, latent-synthetic8, latent-synthetic16, latent-mnist;
+# GRID="a b" for several); stored runs are skipped, killed ones resume.
 # EXECUTOR=slurm hands them to a cluster.
 reproduce: $(STAMP)
 	$(PY) tools/reproduce.py --grid $(GRID) --profile $(PROFILE) --device $(DEVICE) --jobs $(JOBS) --executor $(EXECUTOR)

@@ -38,6 +38,11 @@ TABLE = (
     Model("vlae", "VLAE", "VLAE", "C5"),
     Model("hf", "HouseholderVAE", "VAE + HF", "C6"),
     Model("savae", "SAVAE", "SA-VAE", "C8"),
+    Model("aae", "AAE", "AAE", "darkgoldenrod"),
+    Model("waegan", "WAEGAN", "WAE-GAN", "slateblue"),
+    Model("maskaae", "MaskAAE", "MaskAAE", "magenta"),
+    Model("flexae", "FlexAE", "FlexAE", "teal"),
+    Model("iaf", "IAFVAE", "VAE + IAF", "navy"),
 )
 LABELS = {m.name: m.label for m in TABLE}
 COLORS = {m.name: m.color for m in TABLE}

@@ -8,8 +8,8 @@ from hebae import experiment
 SHAPE = (1, 8, 8)
 
 
-def build(cls, dtype=torch.float64, **options):
-    config, _ = experiment.configure(cls, dataset="synthetic", latent_dim=3, profile="smoke", **options)
+def build(cls, dtype=torch.float64, latent_dim=3, **options):
+    config, _ = experiment.configure(cls, dataset="synthetic", latent_dim=latent_dim, profile="smoke", **options)
     torch.manual_seed(0)
     return cls(config, SHAPE).to(dtype)
 

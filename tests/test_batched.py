@@ -1,6 +1,7 @@
 """Batched training (hebae.batched) against the same runs trained alone."""
 
 import math
+import time
 
 import pytest
 import torch
@@ -176,6 +177,21 @@ def test_run_group_stores_each_run_under_its_own_id_with_its_batch(tmp_path):
     with pytest.warns(batched.BatchingFallback, match="cannot be vectorised.*one by one"):
         alone = batched.run_group(others, HostVAE, device="cpu", progress=False, root=tmp_path, batch=True)
     assert [r.provenance["batch"]["size"] for r in alone] == [1, 1]
+
+
+def test_runs_of_a_group_trained_one_by_one_each_record_their_own_time(tmp_path):
+    """All runs of a group are claimed at once; a run's wall time must not include the time it
+    waited for the runs trained before it (their sum would then exceed the time that passed)."""
+    vae = classes()["vae"]
+    configs = [experiment.configure(vae, dataset="synthetic", profile="smoke", seed=s, epochs=1, n_train=64, n_test=32, batch_size=32)[0]
+               for s in (0, 1, 2)]
+    start = time.perf_counter()
+    stored = batched.run_group(configs, vae, device="cpu", progress=False, root=tmp_path, batch=False)
+    elapsed = time.perf_counter() - start
+    walls = [r.provenance["wall_seconds"] for r in stored]
+    assert all(w > 0 for w in walls) and sum(walls) <= elapsed
+    starts = [r.provenance["started_utc"] for r in stored]
+    assert starts == sorted(starts)
 
 
 def test_batching_is_used_by_default_only_where_it_pays():

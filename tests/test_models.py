@@ -160,7 +160,7 @@ BAD = [
     (dict(model="wae", batch_size=1), "batch_size must be >= 2 for wae"),
     (dict(model="hebae", latent_dim=20, batch_size=16), "latent_dim must be < batch_size for hebae"),
     (dict(model="hebae", reparam="qr"), "reparam must be one of cholesky, diagonal"),
-    (dict(model="vae", reparam="cholesky"), r"reparam is not a parameter of vae \(its own parameters: none\)"),
+    (dict(model="vae", reparam="cholesky"), r"reparam is not a parameter of vae \(its own parameters: likelihood\)"),
     (dict(seed=True), "seed must be an integer"),
     (dict(profile="huge"), "profile must be one of paper, reduced, smoke"),
 ]

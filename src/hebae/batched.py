@@ -16,6 +16,12 @@ call), and hands it to the vectorised step. So a batched run consumes the very n
 run would; the per-epoch evaluation runs with the global generator set to the run's own. The
 equivalence is tested to float64 precision (``tests/test_batched.py``).
 
+**Adversarial models train alone.** A model with an adversary (:func:`hebae.train.is_adversarial`)
+takes two optimiser steps per batch; the stack does not implement the second, so :func:`pays`
+never batches such a model, :func:`run_group` trains its runs one by one, and
+:class:`StackedEngine` refuses it (:class:`BatchingUnsupported`). On a GPU this costs the
+speed-up of stacking, not correctness; a stacked adversary step can come when it is measured to pay.
+
 **When it cannot batch.** A loss that reads a tensor's value on the host (``.item()``, ``if``
 on a tensor), draws noise past :func:`hebae.bounds.standard_normal`, or otherwise gives other
 numbers under ``vmap`` is detected by a trial step, before any training, that compares the
@@ -65,12 +71,15 @@ def group(configs: list[dict]) -> list[list[dict]]:
     return list(out.values())
 
 
-def pays(config: dict, device: torch.device) -> bool:
+def pays(config: dict, device: torch.device, build=None) -> bool:
     """Whether batching pays: on a GPU, for the small dense nets, which leave it idle when trained
     one run at a time; not for a conv-net step, which fills it alone (and keeps its channels-last
     layout and bf16 autocast only when trained alone); and not on a CPU, where one dense-net run
     already keeps the cores busy (measured on a 2-core CPU, ``benchmarks/grid_throughput.py``:
-    batched 0.82–0.89 times the run-epochs per second of sequential training)."""
+    batched 0.82–0.89 times the run-epochs per second of sequential training). Never for a
+    ``build`` (the model's page class) that trains an adversary: the stack cannot."""
+    if build is not None and train.is_adversarial(build):
+        return False
     return device.type == "cuda" and config.get("dataset") != "celeba"
 
 
@@ -147,10 +156,15 @@ class StackedEngine:
     vectorised loss, one Adam; every run keeps its own generators, λ and lone model (kept in step
     for evaluation and checkpoints)."""
 
+    adversarial = False  # the loop's second step: not implemented for a stack (see the module docstring)
+
     def __init__(self, models: list[nn.Module], configs: list[train.TrainConfig], rng_states: list[dict],
                  resumes: list[dict | None], dev: torch.device):
         from torch.func import functional_call, vmap
 
+        if any(train.adversary_of(m) is not None for m in models):
+            raise BatchingUnsupported(f"{type(models[0]).__name__} trains an adversary, which a stack of runs does not; "
+                                      "its runs train one by one")
         self.device, self.models, config = dev, models, configs[0]
         self._batch_size = config.batch_size
         self.autocast, self.bf16 = train.autocast_for(config, dev)
@@ -380,7 +394,8 @@ def run_group(
         claims = [stack.enter_context(runs.claim(c, root)) for c in configs]
         todo = [(c, w) for c, w in zip(configs, claims) if w is not None]
         if todo:
-            batch = pays(todo[0][0], dev) if batch is None else batch
+            batch = pays(todo[0][0], dev, build) if batch is None else batch
+            batch = batch and not train.is_adversarial(build)  # asked for or not: a stack cannot
             parts: dict[int, list] = {}
             for c, w in todo:
                 resume = train.load_checkpoint(w.resume_file, experiment.train_config(c))
@@ -401,6 +416,9 @@ def _train_alone(part, build, dev, progress, checkpoint_seconds) -> list:
 
     failures = []
     for config, work in part:
+        # Every run of the group was claimed at once; each one's clock starts when it does, so its
+        # provenance holds its own time, not the time it waited for the runs before it.
+        work.restart_clock()
         try:
             artifacts = experiment.train_one(config, build, dev, work.workdir, progress=progress, checkpoint_seconds=checkpoint_seconds)
             work.store(artifacts, batch={"size": 1, "index": 0})

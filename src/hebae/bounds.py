@@ -69,6 +69,19 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
 
 
+def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, log_var: torch.Tensor | float) -> torch.Tensor:
+    """-log N(x; mean, γ I) with log γ = ``log_var``, summed over pixels: one value per example.
+
+    ½ Σ_d [(x_d − mean_d)² / γ + log γ + log 2π]. A density, not a probability: on pixels in
+    [0, 1] it can exceed 1, so its negative log can be negative, and it is not comparable with
+    a Bernoulli log-probability of the same image. ``log_var`` is a scalar (the single variance
+    of Dai and Wipf's decoder) or anything that broadcasts against ``x``.
+    """
+    log_var = torch.as_tensor(log_var, dtype=mean.dtype, device=mean.device)
+    per_pixel = (x - mean).pow(2) * torch.exp(-log_var) + log_var + math.log(2 * math.pi)
+    return 0.5 * per_pixel.flatten(1).sum(1)
+
+
 @in_float32
 def kl_diag_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, diag exp(logvar)) || N(0, I)), summed over dimensions: one value per example.

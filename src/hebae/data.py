@@ -17,7 +17,11 @@ import torch
 
 from .paths import data_root, staging_root
 
-DATASETS = ("mnist", "fashion", "celeba", "synthetic")
+# The synthetic data sets by name, and the dimension n of the code each is generated from. The
+# names fix n, so a run's config (which names its data set) says which data it was trained on;
+# plain "synthetic" keeps the n = 4 of the runs and tests made before the others existed.
+SYNTHETIC = {"synthetic": 4, "synthetic8": 8, "synthetic16": 16}
+DATASETS = ("mnist", "fashion", "celeba", *SYNTHETIC)
 SPLITS = ("train", "test")
 
 
@@ -52,8 +56,10 @@ def load(name: str, split: str = "train", *, root: Path | None = None, limit: in
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
-    if name == "synthetic":
-        return synthetic(split, **kwargs).subset(limit)
+    if name in SYNTHETIC:
+        if name != "synthetic" and kwargs.get("latent_dim", SYNTHETIC[name]) != SYNTHETIC[name]:
+            raise ValueError(f"latent_dim of {name} must be {SYNTHETIC[name]} (its name fixes it); got {kwargs['latent_dim']!r}")
+        return synthetic(split, **{"latent_dim": SYNTHETIC[name], **kwargs}).subset(limit)
     if name == "celeba":  # decode only the images asked for
         return celeba(split, root=root, limit=limit, **kwargs)
     if name == "fashion":
@@ -229,18 +235,40 @@ def synthetic(
     """Images generated from a known ``latent_dim``-dimensional Gaussian code.
 
     The data-generation hypothesis made concrete: z ~ N(0, I_d) is pushed through a fixed random
-    two-layer network into ``side x side`` pixel intensities in (0, 1). The generator depends only
-    on ``seed``, so train and test come from the same distribution; the split picks disjoint
-    draws of z. Labels hold the true codes, so a test can check what an encoder recovers.
+    two-layer network (:func:`synthetic_generator`) into ``side x side`` pixel intensities in
+    (0, 1). The generator depends only on ``latent_dim``, ``side`` and ``seed``, so train and test
+    come from the same distribution; the split picks disjoint draws of z. ``n`` is the number of
+    examples (4096 for train, 1024 for test by default), not the code's dimension. Labels hold
+    the true codes, so a test can check what an encoder recovers.
     """
-    if latent_dim < 1:
-        raise ValueError(f"latent_dim must be >= 1; got {latent_dim}")
+    generate = synthetic_generator(latent_dim, side=side, seed=seed)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
     n = n if n is not None else (4096 if split == "train" else 1024)
+    code_gen = torch.Generator().manual_seed(seed * 2 + 1 + SPLITS.index(split))
+    z = torch.randn(n, latent_dim, generator=code_gen)
+    return Split(generate(z), z)
+
+
+def synthetic_generator(latent_dim: int, *, side: int = 8, seed: int = 0):
+    """The fixed map f from codes (N, latent_dim) to images (N, 1, side, side) behind
+    :func:`synthetic`: sigmoid(tanh(z W1) W2), with Gaussian weights drawn under ``seed``.
+
+    W1 is scaled by 1/sqrt(latent_dim), so every hidden unit sees a unit-variance input whatever
+    the dimension; the hidden layer (64 units) is at least as wide as any code used here, so f is
+    generically an immersion and the images fill a manifold of exactly ``latent_dim`` dimensions
+    (the rank of f's Jacobian, which a test checks).
+    """
+    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"latent_dim must be an integer >= 1; got {latent_dim!r}")
     gen = torch.Generator().manual_seed(seed)
     pixels, hidden = side * side, 64
     w1 = torch.randn(latent_dim, hidden, generator=gen) / latent_dim**0.5
     w2 = torch.randn(hidden, pixels, generator=gen) * (2.0 / hidden**0.5)
-    code_gen = torch.Generator().manual_seed(seed * 2 + 1 + SPLITS.index(split))
-    z = torch.randn(n, latent_dim, generator=code_gen)
-    images = torch.sigmoid(torch.tanh(z @ w1) @ w2).reshape(n, 1, side, side)
-    return Split(images, z)
+
+    def generate(z: torch.Tensor) -> torch.Tensor:
+        if z.ndim != 2 or z.shape[1] != latent_dim:
+            raise ValueError(f"z must have shape (N, {latent_dim}); got {tuple(z.shape)}")
+        return torch.sigmoid(torch.tanh(z @ w1) @ w2).reshape(len(z), 1, side, side)
+
+    return generate

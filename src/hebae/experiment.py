@@ -73,6 +73,7 @@ def configure(
     n_train=None,
     n_test=None,
     n_fid=None,
+    fid_sets=None,
     **options,
 ) -> tuple[dict, str]:
     """Check the parameters of ``model`` (a page's class), fill ``None`` with the paper's setting
@@ -81,11 +82,14 @@ def configure(
     The config identifies the run; the device only says where it trains. ``profile`` None takes
     the environment's default (:func:`hebae.profiles.default`), or a smaller profile at which this
     very run is stored (:func:`hebae.profiles.shown`). ``options`` are the model's own
-    parameters (its ``options`` table). Bad input raises one ``ValueError`` naming the parameter
+    parameters (its ``options`` table). ``n_fid`` and ``fid_sets`` (the generated sets a run
+    scores, :data:`hebae.measure.FID_SETS`) replace the profile's where given, and enter the
+    config only then. Bad input raises one ``ValueError`` naming the parameter
     and what it may be.
     """
     params = dict(dataset=dataset, latent_dim=latent_dim, lam=lam, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                  device=device, reset_adam=reset_adam, n_train=n_train, n_test=n_test, n_fid=n_fid, **options)
+                  device=device, reset_adam=reset_adam, n_train=n_train, n_test=n_test, n_fid=n_fid, fid_sets=fid_sets,
+                  **options)
     if profile is None:
         # Left at None, the largest profile at which this run is stored (a book built with
         # PROFILE=paper before the GPU made it shows the reduced run), else the environment's.
@@ -94,7 +98,7 @@ def configure(
 
 
 def _configure(model, profile, *, dataset, latent_dim, lam, epochs, batch_size, lr, seed, device, reset_adam, n_train,
-               n_test, n_fid, **options) -> tuple[dict, str]:
+               n_test, n_fid, fid_sets=None, **options) -> tuple[dict, str]:
     model = _model_class(model)
     profile = profiles.resolve(profile)
     dataset = _choice("dataset", dataset, data.DATASETS)
@@ -108,6 +112,13 @@ def _configure(model, profile, *, dataset, latent_dim, lam, epochs, batch_size, 
     paper, scale = PAPER[profiles.settings_dataset(dataset)], profiles.sizes(profile, dataset)
     if n_fid is not None:
         scale["n_fid"] = _at_least("n_fid", n_fid, 2)
+    if fid_sets is not None:
+        # A grid that reads only some scores skips the others' cost (an ex-post mixture in 64
+        # dimensions takes minutes on a CPU); kept in measure's order, so one set is one config.
+        if not isinstance(fid_sets, (list, tuple)) or not fid_sets or any(f not in measure.FID_SETS for f in fid_sets) \
+                or len(set(fid_sets)) != len(fid_sets):
+            raise ValueError(f"fid_sets must be a non-empty list of distinct names from {', '.join(measure.FID_SETS)}; got {fid_sets!r}")
+        scale["fid_sets"] = [f for f in measure.FID_SETS if f in fid_sets]
     paper_lr = scale.pop("lr", paper["lr"])  # a profile may replace the paper's learning rate
     config = {
         "model": model.name,
@@ -127,7 +138,10 @@ def _configure(model, profile, *, dataset, latent_dim, lam, epochs, batch_size, 
         "n_test": scale["n_test"] if n_test is None else _at_least("n_test", n_test, 2),
     }
     for name, allowed in model.options.items():
-        config[name] = _choice(name, options.get(name, allowed[0]), allowed)
+        # An option the paper's settings already fill (the VAE's likelihood) keeps their value by
+        # default, so declaring it leaves every default config, and so every stored run, as it was.
+        default = config[name] if name in config else allowed[0]
+        config[name] = _choice(name, options.get(name, default), allowed)
     if config["lr"] <= 0:
         raise ValueError(f"lr must be > 0; got {config['lr']!r}")
     if model.batch_statistics and config["batch_size"] < 2:

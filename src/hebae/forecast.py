@@ -5,7 +5,8 @@ every group of runs that trains together (:func:`hebae.batched.group`) the warm-
 copy of the group, as it will train (batched where :func:`hebae.batched.pays`, else one run
 at a time), for one untimed and one timed epoch of a few steps on real images; the step time
 times the steps the group's runs need gives its training time. The FID Inception is timed on
-a few batches, and each run is charged ``FID_SETS`` sets of ``n_fid`` images. The rest of a
+a few batches, and each run is charged ``n_fid`` images for each set its config scores
+(:func:`hebae.measure.fid_sets`). The rest of a
 run's measurement (importance-weighted likelihood, MI, MIC) is not in the forecast.
 """
 
@@ -17,11 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import batched, experiment, train
-
-# Image sets a run scores with the Inception: prior samples, ex-post mixture samples (of means
-# and of posterior draws) and reconstructions.
-FID_SETS = 4
+from . import batched, experiment, measure, train
 
 
 @dataclass
@@ -58,7 +55,7 @@ def _warm_seconds_per_step(configs: list[dict], build, dev: torch.device, batch:
 def group(configs: list[dict], build, dev: torch.device, *, batch: bool | None = None, steps: int = 10) -> GroupForecast:
     """The forecast of one group (:func:`hebae.batched.group`) of ``build``'s runs on ``dev``."""
     c = configs[0]
-    batch = (batched.pays(c, dev) if batch is None else batch) and len(configs) > 1
+    batch = (batched.pays(c, dev, build) if batch is None else batch) and len(configs) > 1
     n_train = experiment.load_data(c)[0].images.shape[0]
     return GroupForecast(
         label=f"{c['model']} {c['dataset']} k={c['latent_dim']}",
@@ -66,7 +63,7 @@ def group(configs: list[dict], build, dev: torch.device, *, batch: bool | None =
         steps_per_run=c["epochs"] * (n_train // c["batch_size"]),
         batched=batch,
         seconds_per_step=_warm_seconds_per_step(configs, build, dev, batch, steps),
-        fid_images=FID_SETS * c.get("n_fid", 0) * len(configs) if c.get("n_fid") else 0,
+        fid_images=len(measure.fid_sets(c)) * c["n_fid"] * len(configs) if c.get("n_fid") else 0,
     )
 
 
@@ -94,7 +91,7 @@ def report(forecasts: list[GroupForecast], fid_rate: float, jobs: int = 1) -> tu
         total += f.training_seconds + fid_seconds
         lines.append(f"{f.label:28s} {f.runs:4d} {'batched' if f.batched else 'alone':>8s} {f.steps_per_run:9d} "
                      f"{1000 * f.seconds_per_step:8.2f} {f.training_seconds:8.0f} {fid_seconds:6.0f}")
-    fid_note = f"FID at {fid_rate:.0f} images/s, {FID_SETS} sets of n_fid per run" if any(f.fid_images for f in forecasts) else "no FID"
+    fid_note = f"FID at {fid_rate:.0f} images/s, n_fid images per scored set" if any(f.fid_images for f in forecasts) else "no FID"
     lines.append(f"predicted: {total / 60:.1f} min one group at a time ({fid_note}; other measurements not counted)"
                  + (f"; with {jobs} groups in flight at best {total / 60 / jobs:.1f} min" if jobs > 1 else ""))
     return "\n".join(lines), total

@@ -6,6 +6,12 @@ normalised likelihood also gets its ELBO and importance-weighted log-likelihood 
 every model with a normalised likelihood gets the *refit* yardstick (its means and decoder
 frozen, one posterior scale per dimension fitted on held-out images). Samples are drawn through
 the model's ``sample_prior``.
+
+Generation is scored in two ways, by data set: image data with FID, KID and precision/recall on
+Inception features (:func:`fid`, when the config names ``n_fid``); synthetic data, whose 8×8
+"images" are vectors no image network was made for, with the Fréchet distance between the data
+vectors themselves (:func:`data_scores`, always). Every run also stores NAC, the normalised
+absolute correlation of its codes (:func:`hebae.metrics.nac_of_codes`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from . import expost, metrics, runs
+from . import expost, metrics, profiles, runs
 
 
 def _to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -131,6 +137,54 @@ def fid_split(test_images: torch.Tensor, n_fid: int) -> tuple[slice, slice]:
     return slice(0, n), slice(n, 2 * n)
 
 
+def is_synthetic(config: dict) -> bool:
+    """Whether the run's data are the synthetic vectors (any code dimension), not images."""
+    return profiles.settings_dataset(config["dataset"]) == "synthetic"
+
+
+# Generated vectors behind a data-space distance when the config names no n_fid; the test split
+# caps it (half of it is the real set, the other half is reconstructed).
+DATA_FD_SIZE = 1000
+
+
+def data_scores(model, test_images: torch.Tensor, config: dict, device, *,
+                gmms: dict[str, expost.GaussianMixture] | None = None, train_images: torch.Tensor | None = None) -> dict:
+    """The Fréchet distance on the data vectors themselves (:func:`hebae.metrics.data_frechet`)
+    for each set of :data:`SCORED` that applies, against the first n test vectors, with FID's
+    bootstrap error: keys ``<prefix>data_fd`` and ``<prefix>data_fd_se``.
+
+    n is ``n_fid`` where the config names it, else :data:`DATA_FD_SIZE`, at most half the test
+    split (:func:`fid_split`); the generated sets hold n vectors each, and reconstructions are
+    of the next n test vectors. Beside them: ``data_fd_scale`` (the real vectors' total
+    variance), ``data_fd_floor`` and ``data_fd_floor_se`` (the distance between the real set and
+    n training vectors: what an exact copy of the data distribution scores at this size), and
+    the sizes (``data_fd_generated``, ``data_fd_real``, ``data_fd_bootstrap``). A test split of
+    fewer than 8 vectors scores nothing (an empty dict).
+    """
+    if len(test_images) < 8:  # too few to split into a real set and reconstructions: nothing to score
+        return {}
+    real_part, rec_part = fid_split(test_images, config.get("n_fid") or DATA_FD_SIZE)
+    n, seed, wanted = real_part.stop, config["seed"] + 1, fid_sets(config)
+    real = test_images[real_part]
+    sets = {"": samples(model, n, seed, device)} if "" in wanted else {}
+    for prefix, gmm in (gmms or {}).items():
+        if prefix in wanted:
+            sets[prefix] = samples(model, n, seed, device, draw=gmm.sample)
+    if "rec_" in wanted:
+        sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
+    from .fid import FID_BOOTSTRAP
+
+    out = {"data_fd_generated": n, "data_fd_real": n, "data_fd_bootstrap": FID_BOOTSTRAP}
+    for prefix, generated in sets.items():
+        scored = metrics.data_frechet(generated, real, resamples=out["data_fd_bootstrap"], seed=config["seed"])
+        out[f"{prefix}data_fd"], out[f"{prefix}data_fd_se"] = scored["fd"], scored["fd_se"]
+        out["data_fd_scale"] = scored["scale"]
+    if train_images is not None and len(train_images) >= n:
+        floor = metrics.data_frechet(train_images[:n], real, resamples=out["data_fd_bootstrap"], seed=config["seed"])
+        out["data_fd_floor"], out["data_fd_floor_se"] = floor["fd"], floor["fd_se"]
+    return out
+
+
 def fid(model, test_images: torch.Tensor, config: dict, device, *, gmms: dict[str, expost.GaussianMixture] | None = None,
         progress: bool = False) -> dict:
     """FID (with its bootstrap error), KID (with its standard error) and improved precision and
@@ -172,7 +226,7 @@ def _is_test_prefix(config: dict, test_images: torch.Tensor, n: int) -> bool:
     apply): true for every run's data; checked on the first images, never assumed."""
     from . import data
 
-    if config["dataset"] == "synthetic":
+    if is_synthetic(config):
         return False
     try:
         head = data.load(config["dataset"], "test", limit=min(n, 8)).images
@@ -214,6 +268,10 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
     summary = metrics.latent_summary(mu)
     out.update({k: summary[k] for k in ("active_dims", "mean_abs_offdiag_corr", "mean_abs_offdiag_corr_active")})
     keep = config["n_keep"]
+    # NAC from the codes kept in the run (test_mu), so that a page can recompute it for a run
+    # stored before NAC was, by the same procedure and at the same sample size.
+    if len(mu) >= 3 and torch.isfinite(mu[:keep]).all():
+        out.update(metrics.nac_of_codes(mu[:keep].numpy(), seed=config["seed"]))
     arrays = {
         "test_mu_mean": summary["mean"].numpy(),
         "test_mu_cov": summary["cov"].numpy(),
@@ -251,7 +309,9 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
     for prefix, gmm in gmms.items():
         arrays[f"{prefix}samples"] = _to_uint8(samples(model, config["n_samples"], config["seed"], device, draw=gmm.sample))
         out.update({f"{prefix}iterations": gmm.iterations, f"{prefix}converged": gmm.converged})
-    if config.get("n_fid"):
+    if is_synthetic(config):
+        out.update(data_scores(model, test_images, config, device, gmms=gmms, train_images=train_images))
+    elif config.get("n_fid"):
         out.update(fid(model, test_images, config, device, gmms=gmms, progress=progress))
     return runs.Artifacts(metrics=out, arrays=arrays)
 

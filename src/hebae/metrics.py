@@ -173,15 +173,127 @@ def latent_summary(mu: torch.Tensor, *, active_threshold: float = 0.01) -> dict:
     k = mu.shape[1]
     off = ~torch.eye(k, dtype=torch.bool)
     active = cov.diagonal() > active_threshold
-    on = active[:, None] & active[None, :] & off
     return {
         "mean": mu.mean(0),
         "cov": cov,
         "corr": corr,
-        "active_dims": int((cov.diagonal() > active_threshold).sum()),
+        "active_dims": int(active.sum()),
         "mean_abs_offdiag_corr": float(corr[off].abs().mean()) if k > 1 else 0.0,
-        "mean_abs_offdiag_corr_active": float(corr[on].abs().mean()) if on.any() else float("nan"),
+        "mean_abs_offdiag_corr_active": nac(cov.numpy(), active.numpy()),
     }
+
+
+# ------------------------------------------------------------------------------------ NAC
+
+ACTIVE_THRESHOLD = 0.01  # variance of a code dimension's mean above which it counts as active
+
+
+def nac(cov, dims=None) -> float:
+    """NAC, the normalised absolute correlation of a code covariance (the landscape lecture's
+    Table 2, from MaskAAE): the mean of |Σ_ij| / sqrt(Σ_ii Σ_jj) over the ordered pairs i ≠ j of
+    the dimensions ``dims`` (a boolean mask of length k; None: every dimension with non-zero
+    variance). Normalising by the variances makes it the mean absolute off-diagonal
+    *correlation*, blind to the scale of each dimension; 0 for independent dimensions, 1 when
+    all are copies of one. A dimension without variance (a masked one) has no correlation and
+    is left out; with fewer than two dimensions NAC is undefined (NaN).
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or cov.shape[0] < 1:
+        raise ValueError(f"cov must be a square (k, k) matrix; got shape {cov.shape}")
+    if not np.isfinite(cov).all():
+        raise ValueError("cov must be finite")
+    var = np.diag(cov)
+    if dims is None:
+        dims = var > 0
+    dims = np.asarray(dims)
+    if dims.dtype != bool or dims.shape != var.shape:
+        raise ValueError(f"dims must be a boolean mask of shape ({len(var)},) or None; got {dims!r}")
+    if (var[dims] <= 0).any():
+        raise ValueError("dims must select dimensions with positive variance (a correlation needs both variances)")
+    k = int(dims.sum())
+    if k < 2:
+        return float("nan")
+    sub = cov[np.ix_(dims, dims)]
+    sd = np.sqrt(np.diag(sub))
+    corr = np.abs(sub / np.outer(sd, sd))
+    return float((corr.sum() - np.trace(corr)) / (k * (k - 1)))
+
+
+def nac_of_codes(codes, *, threshold: float = ACTIVE_THRESHOLD, resamples: int = 100, seed: int = 0) -> dict:
+    """NAC of a set of codes (N, k) over its active dimensions (variance above ``threshold``,
+    fixed on the whole set), with a bootstrap standard error: the codes resampled with
+    replacement ``resamples`` times, NAC recomputed over the same dimensions, the replicates'
+    spread. Keys: ``nac``, ``nac_se``, ``nac_dims`` (dimensions it is taken over), ``nac_codes`` (N)."""
+    codes = np.asarray(codes, dtype=np.float64)
+    if codes.ndim != 2 or codes.shape[0] < 3:
+        raise ValueError(f"codes must have shape (N, k) with N >= 3; got {codes.shape}")
+    if not np.isfinite(codes).all():
+        raise ValueError("codes must be finite")
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 2:
+        raise ValueError(f"resamples must be an integer >= 2; got {resamples!r}")
+    dims = codes.var(axis=0) > threshold
+    value = nac(np.cov(codes, rowvar=False, ddof=0).reshape(codes.shape[1], -1), dims)
+    se = float("nan")
+    if np.isfinite(value):
+        rng = np.random.default_rng(seed)
+        picked = codes[:, dims]
+        replicates = []
+        for _ in range(resamples):
+            sample = picked[rng.integers(0, len(picked), len(picked))]
+            cov = np.cov(sample, rowvar=False, ddof=0)
+            # A replicate can lose all spread in a dimension only for tiny N; it says nothing then.
+            if (np.diag(cov) > 0).all():
+                replicates.append(nac(cov))
+        se = float(np.std(replicates, ddof=1)) if len(replicates) > 1 else float("nan")
+    return {"nac": value, "nac_se": se, "nac_dims": int(dims.sum()), "nac_codes": int(len(codes))}
+
+
+def nac_null(n: int) -> float:
+    """The NAC that independent Gaussian codes show from ``n`` samples: E|r| for the sample
+    correlation r of two independent normal variables, Γ((n−1)/2) / (√π Γ(n/2)), about
+    sqrt(2 / (π n)) for large n. A NAC near it is what no correlation at all looks like at
+    that sample size (0.025 at n = 1000)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 3:
+        raise ValueError(f"n must be an integer >= 3; got {n!r}")
+    return float(np.exp(math.lgamma((n - 1) / 2) - math.lgamma(n / 2)) / math.sqrt(math.pi))
+
+
+# ------------------------------------------------------------------- data-space Fréchet distance
+
+
+def data_frechet(generated, real, *, resamples: int = 100, seed: int = 0) -> dict:
+    """The Fréchet distance between Gaussians fitted to two sets of data vectors themselves, no
+    feature network in between: the landscape lecture's distance for synthetic data, where
+    Inception features would mean nothing. ``generated`` and ``real`` are (N, ...) tensors or
+    arrays, flattened to (N, d); the same d on both sides.
+
+    Its error is FID's (:func:`hebae.fid.fid_bootstrap_se`): both sets resampled with replacement
+    ``resamples`` times. Keys: ``fd``, ``fd_se``, and ``scale``, the total variance tr Σ of the
+    real vectors, which divides the distance into a number free of the data's units (the
+    "scaled" distance the book's latent-dimension chapter plots).
+    """
+    from . import fid
+
+    a, b = _vectors(generated, "generated"), _vectors(real, "real")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"generated and real must have the same dimension; got {a.shape[1]} and {b.shape[1]}")
+    return {
+        "fd": fid.frechet_distance_features(a, b),
+        "fd_se": fid.fid_bootstrap_se(a, b, resamples=resamples, seed=seed),
+        "scale": float(np.trace(np.atleast_2d(np.cov(b, rowvar=False)))),
+    }
+
+
+def _vectors(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2 or x.shape[0] < 2:
+        raise ValueError(f"{name} must hold at least 2 vectors, shape (N, ...); got {x.shape}")
+    x = x.reshape(len(x), -1)
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite")
+    return x
 
 
 @torch.no_grad()

@@ -105,8 +105,9 @@ def shown(name: str | None, complete) -> str:
 
 
 # Datasets trained exactly as another: Fashion-MNIST is a drop-in for MNIST (same shape, the
-# same networks, settings and scales). The one place that says so.
-SETTINGS_OF = {"fashion": "mnist"}
+# same networks, settings and scales), and synthetic8 and synthetic16 are the synthetic data
+# generated from 8- and 16-dimensional codes (hebae.data.SYNTHETIC). The one place that says so.
+SETTINGS_OF = {"fashion": "mnist", "synthetic8": "synthetic", "synthetic16": "synthetic"}
 
 
 def settings_dataset(dataset: str) -> str:
@@ -118,7 +119,8 @@ def sizes(name: str, dataset: str) -> dict:
     """Every default the profile ``name`` sets for ``dataset``."""
     name = resolve(name)
     if settings_dataset(dataset) not in _TRAIN[name]:
-        names = [n for d in _TRAIN[name] for n in (d, *(a for a, of in SETTINGS_OF.items() if of == d))]
+        names = [n for d in _TRAIN[name] for n in (d, *(a for a, of in SETTINGS_OF.items() if of == d and not a.startswith(d)))]
+        names += [a for a in SETTINGS_OF if a not in names]  # variants named after their data set come last
         raise ValueError(f"dataset must be one of {', '.join(names)}; got {dataset!r}")
     return {**_MEASURE[name], **_TRAIN[name][settings_dataset(dataset)]}
 

@@ -193,9 +193,13 @@ class Claim:
 
     def __init__(self, config: dict, final: Path, workdir: Path, lock: Path | None):
         self.config, self.final, self.workdir, self.lock = config, final, workdir, lock
+        self.run: Run | None = None
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Start the run's clock now (its provenance's ``started_utc`` and ``wall_seconds``)."""
         self.started = datetime.now(timezone.utc)
         self._t0 = time.perf_counter()
-        self.run: Run | None = None
 
     @property
     def resume_file(self) -> Path:

@@ -3,8 +3,19 @@
 A model is any ``nn.Module`` with a method ``loss(x) -> dict[str, Tensor]`` whose ``"objective"``
 entry is the scalar to minimise; the other entries (reconstruction, regulariser, ...) are
 averaged per epoch into the history. A model may define ``param_groups()`` (the optimiser's
-parameter groups, e.g. weight decay on the decoder only); otherwise all its parameters train alike. The loop knows nothing of storage or metrics: an optional
-``evaluate(model, epoch)`` callback adds per-epoch numbers such as a test ELBO.
+parameter groups, e.g. weight decay on the decoder only); otherwise all its parameters train alike.
+The loop knows nothing of storage or metrics: an optional ``evaluate(model, epoch)`` callback adds
+per-epoch numbers such as a test ELBO.
+
+**Adversarial models.** A model with an ``adversary`` submodule and an ``adversary_loss(x)``
+method (the contract is in :mod:`hebae.autoencoder`) trains with a second Adam over the
+adversary's parameters only. Per batch the loop first takes one step of it on
+``adversary_loss(x)["objective"]``, then the main step on ``loss(x)``, on the same batch; each
+backward pass accumulates gradients into its own optimiser's parameters only. The history
+records the adversary's terms as ``adv_<term>`` (epoch means), the learning-rate schedule scales
+both optimisers, and the checkpoint holds both. A non-finite adversary objective stops the run
+through the NaN guard; so does a *collapsed* adversary (:class:`AdversaryCollapseError`) when the
+model sets ``adversary_collapse``.
 
 Given a ``checkpoint`` path, :func:`fit` saves the weights, the optimiser, the shuffling
 generator and the global random state there after every epoch (atomically), and a later call
@@ -37,6 +48,32 @@ DEVICES = ("auto", "cpu", "cuda")
 
 class NonFiniteLossError(FloatingPointError):
     """The objective became NaN or infinite; the message names the epoch and batch."""
+
+
+class AdversaryCollapseError(FloatingPointError):
+    """The adversary's objective stayed below the model's ``adversary_collapse`` on every batch of
+    an epoch: the discriminator tells every code from a prior draw, so the encoder no longer fools
+    it and its gradient says only "move away from here". The message names the epoch."""
+
+
+def adversary_of(model) -> torch.nn.Module | None:
+    """The model's adversary, or None for a model without one. A model must define both
+    ``adversary`` (an ``nn.Module``) and ``adversary_loss`` or neither (``ValueError`` otherwise)."""
+    adversary = getattr(model, "adversary", None)
+    has_loss = callable(getattr(model, "adversary_loss", None))
+    if adversary is None and not has_loss:
+        return None
+    if not isinstance(adversary, torch.nn.Module) or not has_loss:
+        raise ValueError(
+            f"{type(model).__name__}: an adversarial model needs both self.adversary (an nn.Module built in __init__) "
+            f"and adversary_loss(x); got adversary={type(adversary).__name__}, adversary_loss {'defined' if has_loss else 'missing'}"
+        )
+    return adversary
+
+
+def is_adversarial(model_or_class) -> bool:
+    """Whether a model, or a model class, trains an adversary (defines ``adversary_loss``)."""
+    return callable(getattr(model_or_class, "adversary_loss", None))
 
 
 @dataclass(frozen=True)
@@ -194,9 +231,9 @@ class NanGuard:
         return [(i, b, v) for i, (b, v) in enumerate(zip(first, value)) if b >= 0]
 
 
-def non_finite(value: float, epoch: int, batch: int, batches: int, lr: float, who: str = "") -> NonFiniteLossError:
+def non_finite(value: float, epoch: int, batch: int, batches: int, lr: float, who: str = "", what: str = "objective") -> NonFiniteLossError:
     return NonFiniteLossError(
-        f"{who}objective became {value} at epoch {epoch + 1}, batch {batch + 1} of {batches} "
+        f"{who}{what} became {value} at epoch {epoch + 1}, batch {batch + 1} of {batches} "
         f"(lr {lr:.3g}); try a smaller lr or a larger jitter"
     )
 
@@ -228,9 +265,11 @@ def load_checkpoint(path: Path | None, config: TrainConfig) -> dict | None:
 
 
 def epoch_checkpoint(config: TrainConfig, epoch: int, history: list[dict], model_state: dict, optimizer_state: dict,
-                     shuffle_state: torch.Tensor, rng: dict) -> dict:
+                     shuffle_state: torch.Tensor, rng: dict, adversary_optimizer_state: dict | None = None) -> dict:
     """What a run needs to go on after ``epoch`` (1-based, complete) as if never stopped."""
+    extra = {} if adversary_optimizer_state is None else {"adversary_optimizer": adversary_optimizer_state}
     return {
+        **extra,
         "train_config": dataclasses.asdict(config),
         "epoch": epoch,
         "history": history,
@@ -258,7 +297,13 @@ class Every:
 class LoneEngine:
     """One run, its own model and optimiser, drawing noise from torch's global generators: the
     stack of one that :func:`fit` trains. (:class:`hebae.batched.StackedEngine` is the stack of
-    many; both follow the same small protocol, which :func:`train_runs` drives.)"""
+    many; both follow the same small protocol, which :func:`train_runs` drives.)
+
+    An adversarial model (:func:`adversary_of`) gets a second Adam over its adversary's
+    parameters, at ``model.adversary_lr`` (None: the run's lr) with ``model.adversary_betas``;
+    the main optimiser must not hold any of them."""
+
+    adversarial = False
 
     def __init__(self, model: torch.nn.Module, config: TrainConfig, device: torch.device, resume: dict | None):
         self.device, self.config = device, config
@@ -267,13 +312,41 @@ class LoneEngine:
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
         self.autocast, self.bf16 = autocast_for(config, device)
-        groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": list(model.parameters())}]
+        adversary = adversary_of(model)
+        own = {id(p) for p in adversary.parameters()} if adversary is not None else set()
+        if hasattr(model, "param_groups"):
+            groups = model.param_groups()
+        else:
+            groups = [{"params": [p for p in model.parameters() if id(p) not in own]}]
+        self._main = [p for g in groups for p in g["params"] if p.requires_grad]
+        if own & {id(p) for p in self._main}:
+            raise ValueError(f"{type(model).__name__}.param_groups() must leave out the adversary's parameters: "
+                             "they are trained by the second optimiser only")
         self._make = optimizer_factory(groups, config)
         self.optimizer = self._make(0)
+        if adversary is not None:
+            self.adversarial = True
+            self._adversary = [p for p in adversary.parameters() if p.requires_grad]
+            lr = getattr(model, "adversary_lr", None)
+            self.adversary_lr = config.lr if lr is None else float(lr)
+            self.adversary_betas = tuple(getattr(model, "adversary_betas", (0.5, 0.999)))
+            collapse = getattr(model, "adversary_collapse", None)
+            self.adversary_collapse = None if collapse is None else float(collapse)
+            if not (self.adversary_lr > 0 and math.isfinite(self.adversary_lr)):
+                raise ValueError(f"adversary_lr must be a positive finite number or None; got {lr!r}")
+            self.adversary_optimizer = self._make_adversary(0)
         if resume is not None:
             model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
+            if self.adversarial:
+                if "adversary_optimizer" not in resume:
+                    raise ValueError("the resume checkpoint holds no adversary optimiser state; it was not made by an adversarial run")
+                self.adversary_optimizer.load_state_dict(resume["adversary_optimizer"])
             set_rng_state(resume["rng"], device)
+
+    def _make_adversary(self, epoch: int) -> torch.optim.Optimizer:
+        lr = self.adversary_lr * lr_factor(self.config.schedule, epoch, self.config.epochs)
+        return torch.optim.Adam(self._adversary, lr=lr, betas=self.adversary_betas)
 
     def place(self, images: torch.Tensor) -> torch.Tensor:
         data = images.to(self.device)
@@ -281,6 +354,8 @@ class LoneEngine:
 
     def new_optimizer(self, epoch: int) -> None:
         self.optimizer = self._make(epoch)
+        if self.adversarial:
+            self.adversary_optimizer = self._make_adversary(epoch)
 
     def epoch(self):
         self.models[0].train()
@@ -293,8 +368,20 @@ class LoneEngine:
 
     def update(self, objective: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        objective.sum().backward()
+        # Adversarial: gradients into the main parameters only, so the adversary's stay its own.
+        objective.sum().backward(inputs=self._main if self.adversarial else None)
         self.optimizer.step()
+
+    def adversary_loss(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self.autocast:
+            terms = self.models[0].adversary_loss(data[index[0]])
+        return {k: v.reshape(1) for k, v in terms.items()}
+
+    def adversary_update(self, objective: torch.Tensor) -> None:
+        self.adversary_optimizer.zero_grad(set_to_none=True)
+        # Only the adversary's gradients: the encoder's are neither computed nor left behind.
+        objective.sum().backward(inputs=self._adversary)
+        self.adversary_optimizer.step()
 
     def sync(self) -> None:
         """The lone model is the trained model: nothing to copy."""
@@ -307,6 +394,9 @@ class LoneEngine:
 
     def optimizer_states(self) -> list[dict]:
         return [self.optimizer.state_dict()]
+
+    def adversary_optimizer_states(self) -> list[dict | None]:
+        return [self.adversary_optimizer.state_dict() if self.adversarial else None]
 
     def finish(self) -> None:
         self.models[0].eval()
@@ -363,6 +453,7 @@ def train_runs(
     done = len(histories[0])
     save_now = Every(checkpoint_seconds)
     last_lr = histories[0][-1]["lr"] if done else None
+    adversarial = bool(getattr(engine, "adversarial", False))
     bar = tqdm(range(done, config.epochs), desc=desc, disable=not progress)
     for epoch in bar:
         lr = learning_rate(config, epoch)
@@ -370,26 +461,42 @@ def train_runs(
             engine.new_optimizer(epoch)
         for group in engine.optimizer.param_groups:
             group["lr"] = lr
+        if adversarial:
+            for group in engine.adversary_optimizer.param_groups:
+                group["lr"] = engine.adversary_lr * lr_factor(config.schedule, epoch, config.epochs)
         start = time.perf_counter()
         orders = torch.stack([torch.randperm(n, generator=s) for s in shuffles]).to(dev)
         sums: dict[str, torch.Tensor] = {}
         guard = NanGuard((n_runs,), dev)
+        adv_guard = NanGuard((n_runs,), dev)
+        # The adversary's largest objective over the epoch, kept on the device: read once, at the end.
+        adv_peak = torch.full((n_runs,), -math.inf, device=dev)
         try:
             with engine.epoch():
                 for b in range(batches):
-                    terms = engine.loss(data, orders[:, b * size : (b + 1) * size])
+                    index = orders[:, b * size : (b + 1) * size]
+                    if adversarial:
+                        adv = engine.adversary_loss(data, index)
+                        adv_guard.update(adv["objective"], b)
+                        engine.adversary_update(adv["objective"])
+                        adv_peak = torch.maximum(adv_peak, adv["objective"].detach().float())
+                        for key, value in adv.items():
+                            sums[f"adv_{key}"] = sums.get(f"adv_{key}", 0.0) + at_least_float32(value)
+                    terms = engine.loss(data, index)
                     guard.update(terms["objective"], b)
                     engine.update(terms["objective"])
                     for key, value in terms.items():
                         sums[key] = sums.get(key, 0.0) + at_least_float32(value)
         except Exception as error:  # a non-finite objective earlier in the epoch is the cause to name
-            failures = guard.failures()
-            if failures:
-                raise _non_finite(failures, epoch, batches, lr, n_runs) from error
+            diverged = _diverged(guard, adv_guard, epoch, batches, lr, n_runs)
+            if diverged is not None:
+                raise diverged from error
             raise
-        failures = guard.failures()
-        if failures:
-            raise _non_finite(failures, epoch, batches, lr, n_runs)
+        diverged = _diverged(guard, adv_guard, epoch, batches, lr, n_runs)
+        if diverged is not None:
+            raise diverged
+        if adversarial and engine.adversary_collapse is not None:
+            _check_collapse(adv_peak.tolist(), engine.adversary_collapse, epoch, lr, n_runs)
         seconds = time.perf_counter() - start
         means = {k: (v / batches).tolist() for k, v in sums.items()}
         engine.sync()
@@ -406,23 +513,47 @@ def train_runs(
         bar.set_postfix(objective=f"{sum(means['objective']) / n_runs:.2f}")
         if any(p is not None for p in checkpoints) and save_now(epoch + 1 == config.epochs):
             optimizer_states = engine.optimizer_states()
+            adversary_states = engine.adversary_optimizer_states() if adversarial else [None] * n_runs
             for i, path in enumerate(checkpoints):
                 if path is not None:
                     save_checkpoint(path, epoch_checkpoint(
                         configs[i], epoch + 1, histories[i], engine.models[i].state_dict(), optimizer_states[i],
-                        shuffles[i].get_state(), engine.rng(i),
+                        shuffles[i].get_state(), engine.rng(i), adversary_states[i],
                     ))
     engine.sync()
     engine.finish()
     return histories
 
 
-def _non_finite(failures, epoch: int, batches: int, lr: float, n_runs: int) -> NonFiniteLossError:
+def _non_finite(failures, epoch: int, batches: int, lr: float, n_runs: int, what: str = "objective") -> NonFiniteLossError:
     i, batch, value = failures[0]
     who = f"run {i + 1} of {n_runs} in the batch: " if n_runs > 1 else ""
-    error = non_finite(value, epoch, batch, batches, lr, who=who)
+    error = non_finite(value, epoch, batch, batches, lr, who=who, what=what)
     error.runs = [f[0] for f in failures]
     return error
+
+
+def _diverged(guard: NanGuard, adv_guard: NanGuard, epoch: int, batches: int, lr: float, n_runs: int) -> NonFiniteLossError | None:
+    """The error naming what went non-finite first: the adversary's objective (its step comes
+    first in a batch, so it wins a tie) or the main one; None when both stayed finite."""
+    main, adv = guard.failures(), adv_guard.failures()
+    if adv and (not main or adv[0][1] <= main[0][1]):
+        return _non_finite(adv, epoch, batches, lr, n_runs, what="the adversary's objective")
+    return _non_finite(main, epoch, batches, lr, n_runs) if main else None
+
+
+def _check_collapse(peaks: list[float], threshold: float, epoch: int, lr: float, n_runs: int) -> None:
+    collapsed = [i for i, peak in enumerate(peaks) if peak < threshold]
+    if collapsed:
+        i = collapsed[0]
+        who = f"run {i + 1} of {n_runs} in the batch: " if n_runs > 1 else ""
+        error = AdversaryCollapseError(
+            f"{who}the adversary's objective stayed below {threshold:g} on every batch of epoch {epoch + 1} "
+            f"(at most {peaks[i]:.3g}; lr {lr:.3g}): the discriminator tells every code from a prior draw, so the "
+            f"encoder no longer fools it and the run has diverged; try a smaller adversary_lr or a larger lam"
+        )
+        error.runs = collapsed
+        raise error
 
 
 def fit(
