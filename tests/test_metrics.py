@@ -141,3 +141,37 @@ def test_log_prob_matrix_matches_torch_distributions(family):
     else:
         reference = MultivariateNormal(loc.double(), scale_tril=q.scale_tril.double())
     torch.testing.assert_close(metrics.log_prob_matrix(q, z), reference.log_prob(z[:, None, :].double()), rtol=1e-9, atol=1e-6)
+
+
+class _Opaque(torch.distributions.Distribution):
+    """A Gaussian posterior hidden behind a type metrics does not know: only rsample and log_prob."""
+
+    arg_constraints = {}
+
+    def __init__(self, q):
+        self.q = q
+        super().__init__(q.batch_shape, q.event_shape, validate_args=False)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.q.rsample(sample_shape)
+
+    def log_prob(self, z):
+        return self.q.log_prob(z)
+
+
+def test_a_posterior_without_closed_forms_gets_a_sampled_kl_and_no_index_code_mi(vae):
+    images = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    exact = metrics.elbo(vae, images, samples=1)
+    gaussian_posterior = vae.posterior
+    vae.posterior = lambda x: _Opaque(gaussian_posterior(x))
+    try:
+        torch.manual_seed(0)
+        sampled = metrics.elbo(vae, images, samples=2000)
+        assert not metrics.is_gaussian(vae.posterior(images[:2]))
+        assert math.isnan(metrics.index_code_mi(vae, images[:16], samples=2))
+    finally:
+        del vae.posterior
+    assert metrics.is_gaussian(vae.posterior(images[:2]))
+    # The KL estimated from draws agrees with the closed form within its Monte Carlo error.
+    assert sampled["elbo_kl"] == pytest.approx(exact["elbo_kl"], rel=0.02, abs=0.05)

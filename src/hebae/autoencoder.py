@@ -16,7 +16,9 @@ What it **may** define (the defaults suit the VAE, the WAE and HEBAE):
   ``likelihood``, that setting, so declaring it changes no default config);
 * ``batch_statistics``: True when ``loss`` uses statistics of the batch (then batches need >= 2);
 * ``check(config)`` (classmethod): refuse a config the model cannot train with (``ValueError``);
-* ``posterior(x)``: q(z | x) as an ``Independent(Normal)`` or ``MultivariateNormal``. A model
+* ``posterior(x)``: q(z | x) as an ``Independent(Normal)`` or ``MultivariateNormal``, or any
+  distribution with ``rsample`` and ``log_prob`` (a flow's: its KL is then estimated from draws
+  and its index-code MI is NaN). A model
   with a posterior and a normalised likelihood has an ELBO and an importance-weighted
   log-likelihood, which the measurements then report;
 * ``sample_prior(n, generator)``: codes to decode into samples (default N(0, I)); every sample

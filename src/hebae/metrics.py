@@ -3,8 +3,10 @@ log-likelihood estimate, and summaries of the latent means.
 
 A *probabilistic* model here is any module with
 
-* ``posterior(x)``: a ``torch.distributions`` distribution over z, batch shape (m,), event (k,);
-  an ``Independent(Normal)`` or a ``MultivariateNormal``;
+* ``posterior(x)``: a ``torch.distributions`` distribution over z, batch shape (m,), event (k,):
+  an ``Independent(Normal)`` or a ``MultivariateNormal``, or any other with ``rsample`` and
+  ``log_prob`` (a flow's), whose KL is then estimated from the ELBO's own draws and whose
+  index-code mutual information is not computed;
 * ``log_likelihood(x, z)``: log p(x | z), one value per example (z may carry leading sample
   dimensions: (s, m, k) gives (s, m)).
 
@@ -22,6 +24,11 @@ from torch.distributions import Distribution, Independent, MultivariateNormal, N
 from .bounds import kl_diag_normal, kl_normal, standard_normal_logpdf
 
 
+def is_gaussian(q: Distribution) -> bool:
+    """Whether q is one of the Gaussian posteriors whose KL and density matrix have closed forms."""
+    return isinstance(q, MultivariateNormal) or (isinstance(q, Independent) and isinstance(q.base_dist, Normal))
+
+
 def kl_to_standard_normal(q: Distribution) -> torch.Tensor:
     """KL(q || N(0, I)) for a diagonal or full-covariance Gaussian posterior, per example."""
     if isinstance(q, MultivariateNormal):
@@ -36,7 +43,8 @@ def elbo(model, images: torch.Tensor, *, batch_size: int = 1000, samples: int = 
     """Mean per-example ELBO under N(0, I): E_q[log p(x | z)] − KL(q(z | x) || N(0, I)).
 
     Returns the ELBO and its two parts, in nats per example: ``elbo_rec`` is the negated first
-    term, ``elbo_kl`` the second.
+    term, ``elbo_kl`` the second (in closed form for a Gaussian posterior, else estimated from
+    the ``samples`` draws).
     """
     device = next(model.parameters()).device
     total_ll = total_kl = 0.0
@@ -45,7 +53,9 @@ def elbo(model, images: torch.Tensor, *, batch_size: int = 1000, samples: int = 
         q = model.posterior(x)
         z = q.rsample((samples,))
         total_ll += model.log_likelihood(x, z).mean(0).sum().item()
-        total_kl += kl_to_standard_normal(q).sum().item()
+        # A posterior without a closed-form KL (a flow) has it estimated at the same draws.
+        kl = kl_to_standard_normal(q) if is_gaussian(q) else (q.log_prob(z) - standard_normal_logpdf(z)).mean(0)
+        total_kl += kl.sum().item()
     n = images.shape[0]
     return {"elbo": (total_ll - total_kl) / n, "elbo_rec": -total_ll / n, "elbo_kl": total_kl / n}
 
@@ -334,7 +344,8 @@ def index_code_mi(model, images: torch.Tensor, *, samples: int = 10, chunk: int 
 
         I(i; z) = E_i E_{z ~ q(z | x_i)} [log q(z | x_i) − log q(z)]  ≤  log N.
 
-    Every log q(z | x_j) is evaluated exactly; only the outer expectation is sampled.
+    Every log q(z | x_j) is evaluated exactly; only the outer expectation is sampled. NaN for
+    a posterior that is not Gaussian (:func:`is_gaussian`).
     """
     device = next(model.parameters()).device
     x = images.to(device)
@@ -342,6 +353,9 @@ def index_code_mi(model, images: torch.Tensor, *, samples: int = 10, chunk: int 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         q = model.posterior(x)
+        if not is_gaussian(q):
+            # log q_j(z) at every other image's draws has no closed form for a flow: N·S inversions.
+            return float("nan")
         z = q.sample((samples,))  # (S, N, k)
     own = q.log_prob(z).reshape(-1).double()  # log q(z_is | x_i)
     flat = z.reshape(-1, z.shape[-1])
