@@ -445,3 +445,15 @@ def test_the_adversarys_step_on_the_conv_nets_under_bf16_autocast(cls):
     terms["objective"].backward(inputs=list(model.adversary.parameters()))
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.adversary[0].parameters())
     assert all(p.grad is None for p in model.main_parameters())
+
+
+def test_a_run_stores_the_arrays_its_model_measures():
+    """MaskAAE's trained mask is stored with the run (measure calls measured_arrays), so its page
+    shows the mask and checks m_A without the checkpoint, which is never committed."""
+    from hebae import measure
+
+    cls = MaskAAE
+    model = page_models.build(cls, dtype=torch.float32, latent_dim=6)
+    stored = measure.measure(model, page_models.images(40, dtype=torch.float32), model.config, "cpu").arrays
+    assert stored["mask"].shape == (6,)
+    assert int((stored["mask"] >= cls.active_threshold).sum()) == model.active_dims()

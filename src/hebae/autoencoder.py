@@ -28,6 +28,9 @@ What it **may** define (the defaults suit the VAE, the WAE and HEBAE):
   scored under its own;
 * ``param_groups()``: the optimiser's parameter groups (default: every parameter in one group),
   so a page can, for instance, give only the decoder weight decay;
+* ``measured_arrays()``: a dict of arrays the run stores beside the measurements (default:
+  none), such as MaskAAE's trained mask, so a page can show them without the checkpoint, which
+  is never committed;
 * ``after_training(train_images, device)``: a step after the main training and before any
   measurement (default: none), such as the second stage of a two-stage VAE. Whatever it fits
   must live in submodules created in ``__init__``, so the checkpoint stores it.

@@ -277,6 +277,8 @@ def measure(model, test_images: torch.Tensor, config: dict, device, *, train_ima
         "test_mu_cov": summary["cov"].numpy(),
         "test_mu": mu[:keep].numpy().astype(np.float32),
     }
+    # A model's own trained quantities a page shows without its checkpoint, which is never committed.
+    arrays.update({k: np.asarray(v) for k, v in (model.measured_arrays() if hasattr(model, "measured_arrays") else {}).items()})
     if model.has_elbo:
         out.update(_prefixed("test_", metrics.elbo(model, test_images)))
         iw = metrics.iw_log_likelihood(model, test_images[: config["n_iw"]], samples=config["k_iw"])
