@@ -147,6 +147,20 @@ def is_synthetic(config: dict) -> bool:
 DATA_FD_SIZE = 1000
 
 
+def _generated_sets(model, test_images: torch.Tensor, config: dict, device, n: int, rec_part: slice,
+                    gmms: dict[str, expost.GaussianMixture] | None) -> dict[str, torch.Tensor]:
+    """The sets of :data:`SCORED` the config asks for, by prefix: n samples of the prior and of
+    each given mixture (seeded by the run), and the reconstructions of ``test_images[rec_part]``."""
+    seed, wanted = config["seed"] + 1, fid_sets(config)
+    sets = {"": samples(model, n, seed, device)} if "" in wanted else {}
+    for prefix, gmm in (gmms or {}).items():
+        if prefix in wanted:
+            sets[prefix] = samples(model, n, seed, device, draw=gmm.sample)
+    if "rec_" in wanted:
+        sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
+    return sets
+
+
 def data_scores(model, test_images: torch.Tensor, config: dict, device, *,
                 gmms: dict[str, expost.GaussianMixture] | None = None, train_images: torch.Tensor | None = None) -> dict:
     """The Fréchet distance on the data vectors themselves (:func:`hebae.metrics.data_frechet`)
@@ -164,14 +178,9 @@ def data_scores(model, test_images: torch.Tensor, config: dict, device, *,
     if len(test_images) < 8:  # too few to split into a real set and reconstructions: nothing to score
         return {}
     real_part, rec_part = fid_split(test_images, config.get("n_fid") or DATA_FD_SIZE)
-    n, seed, wanted = real_part.stop, config["seed"] + 1, fid_sets(config)
+    n = real_part.stop
     real = test_images[real_part]
-    sets = {"": samples(model, n, seed, device)} if "" in wanted else {}
-    for prefix, gmm in (gmms or {}).items():
-        if prefix in wanted:
-            sets[prefix] = samples(model, n, seed, device, draw=gmm.sample)
-    if "rec_" in wanted:
-        sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
+    sets = _generated_sets(model, test_images, config, device, n, rec_part, gmms)
     from .fid import FID_BOOTSTRAP
 
     out = {"data_fd_generated": n, "data_fd_real": n, "data_fd_bootstrap": FID_BOOTSTRAP}
@@ -204,13 +213,8 @@ def fid(model, test_images: torch.Tensor, config: dict, device, *, gmms: dict[st
     real = fid_module.dataset_features(config["dataset"], "test", n_real, extractor, progress=progress) if _is_test_prefix(
         config, test_images, n_real) else extractor.features(test_images[real_part], progress=progress)
     reference = fid_module.Reference.of(real)
-    n_gen, seed, wanted = config["n_fid"], config["seed"] + 1, fid_sets(config)
-    sets = {"": samples(model, n_gen, seed, device)} if "" in wanted else {}
-    for prefix, gmm in (gmms or {}).items():
-        if prefix in wanted:
-            sets[prefix] = samples(model, n_gen, seed, device, draw=gmm.sample)
-    if "rec_" in wanted:
-        sets["rec_"] = _batched(model.reconstruct, test_images[rec_part], device)
+    n_gen = config["n_fid"]
+    sets = _generated_sets(model, test_images, config, device, n_gen, rec_part, gmms)
     features = extractor.features(torch.cat(list(sets.values())), progress=progress)
     bounds = np.cumsum([0, *(len(v) for v in sets.values())])
     out = fid_module.describe_scores(n_gen, n_real)

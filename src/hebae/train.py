@@ -361,27 +361,30 @@ class LoneEngine:
         self.models[0].train()
         return nullcontext()
 
-    def loss(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _terms(self, loss, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
         with self.autocast:
-            terms = self.models[0].loss(data[index[0]])
+            terms = loss(data[index[0]])
         return {k: v.reshape(1) for k, v in terms.items()}
+
+    @staticmethod
+    def _step(optimizer: torch.optim.Optimizer, objective: torch.Tensor, inputs) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        objective.sum().backward(inputs=inputs)
+        optimizer.step()
+
+    def loss(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self._terms(self.models[0].loss, data, index)
 
     def update(self, objective: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
         # Adversarial: gradients into the main parameters only, so the adversary's stay its own.
-        objective.sum().backward(inputs=self._main if self.adversarial else None)
-        self.optimizer.step()
+        self._step(self.optimizer, objective, self._main if self.adversarial else None)
 
     def adversary_loss(self, data: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        with self.autocast:
-            terms = self.models[0].adversary_loss(data[index[0]])
-        return {k: v.reshape(1) for k, v in terms.items()}
+        return self._terms(self.models[0].adversary_loss, data, index)
 
     def adversary_update(self, objective: torch.Tensor) -> None:
-        self.adversary_optimizer.zero_grad(set_to_none=True)
         # Only the adversary's gradients: the encoder's are neither computed nor left behind.
-        objective.sum().backward(inputs=self._adversary)
-        self.adversary_optimizer.step()
+        self._step(self.adversary_optimizer, objective, self._adversary)
 
     def sync(self) -> None:
         """The lone model is the trained model: nothing to copy."""
