@@ -36,6 +36,8 @@ GRIDS = {
     "mnist-ablations": ("mnist", grids.mnist_ablations),
     "celeba": ("celeba", grids.celeba),
     **{f"landscape-{d}": (d, grids.landscape) for d in grids.LANDSCAPE_DATASETS},
+    **{f"landscape2-{d}": (d, grids.landscape_part2) for d in grids.LANDSCAPE_DATASETS},
+    "flexae-ladder": ("mnist", grids.flexae_ladder),
     "amortisation": ("mnist", grids_amortisation.amortisation),
     # The latent-dimension chapter; a model whose page is not in the book yet is left out.
     **{f"latent-{d}": (d, lambda profile, d=d: grids_latent.latent(d, profile, classes())) for d in grids_latent.LATENT_DATASETS},

@@ -95,6 +95,34 @@ def landscape(profile: str) -> list[dict]:
     ]
 
 
+# The landscape's second half: the adversarial and learned-prior models, and the rows of the lecture's Table 1 that
+# part 1 has not got (the VAE with a Gaussian likelihood of fixed or learned variance, Dai and Wipf's two-stage VAE,
+# the VAE with a flow), at part 1's settings, so that one table holds both halves.
+LANDSCAPE_PART2 = (
+    ("aae", {}), ("waegan", {}), ("maskaae", {}), ("flexae", {}),
+    ("vae", {"likelihood": "gaussian-fixed"}), ("vae", {"likelihood": "gaussian-learned"}),
+    ("twostage", {"likelihood": "gaussian-learned"}), ("iaf", {}),
+)
+# FlexAE's prior-generator ladder (the lecture's Table 5) on MNIST; capacity 6, the page's default, is part 2's run.
+FLEXAE_CAPACITIES = (1, 2, 3, 4, 5, 6)
+
+
+def landscape_part2(profile: str) -> list[dict]:
+    """The runs behind the landscape's second half, for one dataset, seed by seed."""
+    profile = profiles.resolve(profile)
+    common = {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
+    return [{"model": m, "lam": None, "seed": s, **options, **common}
+            for s in LANDSCAPE_SEEDS[profile] for m, options in LANDSCAPE_PART2]
+
+
+def flexae_ladder(profile: str) -> list[dict]:
+    """FlexAE at every capacity of its prior generator (MNIST), seed by seed."""
+    profile = profiles.resolve(profile)
+    common = {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
+    return [{"model": "flexae", "lam": None, "seed": s, "prior_capacity": c, **common}
+            for s in LANDSCAPE_SEEDS[profile] for c in FLEXAE_CAPACITIES]
+
+
 def configure(point: dict, models: dict, *, dataset: str, profile: str, device: str = "auto") -> tuple[dict, str]:
     """The config of one grid point; ``models`` maps model names to page classes."""
     params = {k: v for k, v in point.items() if k != "model"}
