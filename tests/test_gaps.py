@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.distributions import Independent, MultivariateNormal, Normal
 
-from hebae import gaps
+from hebae import experiment, gaps
 
 K, D, NOISE = 3, 7, 0.4  # latent and data dimensions, the likelihood's variance
 DT = torch.float64
@@ -225,3 +225,30 @@ def test_gaps_of_a_run_are_computed_once_then_read_and_need_a_checkpoint(tmp_pat
     assert ga.gaps_of(run, vae, compute=False) is None
     run.checkpoint.unlink()
     assert ga.gaps_of(run, vae) is None  # nothing stored and no weights to compute from
+
+
+def test_the_costly_pages_default_reduced_run_is_the_grids_run():
+    from hebae import grids, grids_amortisation as ga
+    from pages import classes
+
+    grid = {tuple(sorted(grids.configure(p, classes(), dataset="mnist", profile="reduced")[0].items()))
+            for p in ga.amortisation("reduced")}
+    for model in ("vlae", "savae"):
+        page, _ = experiment.configure(classes()[model], profile="reduced", device="cpu")
+        assert (page["n_train"], page["n_test"]) == (5000, 2000)
+        assert tuple(sorted(page.items())) in grid  # the page shows the chapter's run, nothing extra to train
+        # An explicit size still wins, and other profiles and data sets keep the profile's sizes.
+        assert experiment.configure(classes()[model], profile="reduced", n_train=10000)[0]["n_train"] == 10000
+        assert experiment.configure(classes()[model], profile="paper")[0]["n_train"] is None
+        assert experiment.configure(classes()[model], profile="smoke")[0]["n_train"] == 512
+
+
+def test_a_model_cannot_replace_a_size_the_profile_has_not():
+    from pages import classes
+
+    class Odd(classes()["vae"]):
+        name = "vae"
+        profile_sizes = {"reduced": {"mnist": {"n_trian": 100}}}
+
+    with pytest.raises(ValueError, match="n_trian"):
+        experiment.configure(Odd, profile="reduced")

@@ -96,6 +96,10 @@ class Autoencoder(nn.Module):
     adversary_lr: float | None = None
     adversary_betas = (0.5, 0.999)
     adversary_collapse: float | None = None
+    # Sizes that replace a profile's for this model, {profile: {settings dataset: {size: value}}}: a
+    # model whose step costs ten times the VAE's may train its default run on less at a small
+    # profile, so that a book built on a CPU can still afford it. They enter the config as any size.
+    profile_sizes: dict[str, dict[str, dict]] = {}
 
     def __init__(self, config: dict, image_shape: tuple[int, int, int]):
         super().__init__()

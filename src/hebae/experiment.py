@@ -110,6 +110,11 @@ def _configure(model, profile, *, dataset, latent_dim, lam, epochs, batch_size, 
         allowed = ", ".join(model.options) or "none"
         raise ValueError(f"{unknown[0]} is not a parameter of {model.name} (its own parameters: {allowed})")
     paper, scale = PAPER[profiles.settings_dataset(dataset)], profiles.sizes(profile, dataset)
+    own = model.profile_sizes.get(profile, {}).get(profiles.settings_dataset(dataset), {})
+    if set(own) - set(scale):
+        raise ValueError(f"{model.name}.profile_sizes names {sorted(set(own) - set(scale))[0]!r}, which is not a size of the "
+                         f"{profile} profile (its sizes: {', '.join(scale)})")
+    scale.update(own)
     if n_fid is not None:
         scale["n_fid"] = _at_least("n_fid", n_fid, 2)
     if fid_sets is not None:

@@ -33,7 +33,8 @@ GRID_SEEDS = {"paper": SEEDS, "reduced": (0,), "smoke": (0,)}
 # the reduced profile (2,000 for the index-code MI, 1,000 + 1,000 for the refit) at a fifth of the
 # cost of the per-epoch evaluation on all 10,000 (measured: for VLAE at T = 4, evaluating 2,000
 # images every epoch still costs about 40 % of its training epoch on 5,000).
-SCALE = {"paper": {"lr": 5e-4}, "reduced": {"epochs": 10, "n_train": 5000, "n_test": 2000}, "smoke": {}}
+REDUCED_DATA = {"n_train": 5000, "n_test": 2000}
+SCALE = {"paper": {"lr": 5e-4}, "reduced": {"epochs": 10, **REDUCED_DATA}, "smoke": {}}
 
 # The gaps (hebae.gaps) on the first test images of each run.
 GAPS = {
