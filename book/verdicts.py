@@ -221,8 +221,19 @@ def markdown(rows, header=CLAIMS_HEADER) -> str:
 
 
 def variant(row) -> str:
-    """A landscape run's row label: the model's name, or ``beta<β>`` for the VAE page at λ = β ≠ 1."""
-    return f"beta{row.lam:g}" if row.model == "vae" and row.lam != 1.0 else row.model
+    """A landscape run's row label: the model's name, or ``beta<β>`` for the VAE page at λ = β ≠ 1;
+    ``<model>-<likelihood>`` for a Gaussian decoder, ``flexae-c<c>`` for FlexAE's prior generator
+    below the page's default capacity (6)."""
+    if row.model == "vae" and row.lam != 1.0:
+        return f"beta{row.lam:g}"
+    name = row.model
+    likelihood = row.get("likelihood")
+    if isinstance(likelihood, str) and likelihood.startswith("gaussian"):
+        name += f"-{likelihood}"
+    capacity = row.get("prior_capacity")
+    if row.model == "flexae" and capacity is not None and capacity == capacity and int(capacity) != 6:
+        name += f"-c{int(capacity)}"
+    return name
 
 
 def _paired(df, left: str, right: str, left_key: str, right_key: str):
@@ -339,4 +350,45 @@ def landscape_questions(df, fixed_prior: list[str], labels: dict[str, str], metr
             "Does a learned prior beat the VAE's N(0, I)?", f"{labels[learned]} vs VAE, {name} of prior samples",
             *lower(df, learned, "vae", "fid", "fid", "prior samples", metric),
         )
+    return rows
+
+
+# The lecture's second half, each row (question, left, right, left key, right key, what). "Ours" marks
+# a set-up of this book's pages (the twostage page's Gaussian first stage follows Dai and Wipf).
+SECOND_HALF = {
+    ("learned", "flexae", "vae"): ("Does a learned prior beat N(0, I)?", "flexae", "vae", "fid", "fid", "prior samples"),
+    ("learned", "flexae", "waegan"): ("Does a learned prior beat N(0, I)?", "flexae", "waegan", "fid", "fid", "prior samples"),
+    ("learned", "flexae", "aae"): ("Does a learned prior beat N(0, I)?", "flexae", "aae", "fid", "fid", "prior samples"),
+    ("learned", "twostage-gaussian-learned", "vae-gaussian-learned"): (
+        "Does a learned prior beat N(0, I)?", "twostage-gaussian-learned", "vae-gaussian-learned", "fid", "fid", "prior samples"),
+    ("expost", "flexae", "flexae"): (
+        "Does a learned prior beat an ex-post GMM?", "flexae", "flexae", "fid", "gmm_fid", "learned prior vs GMM on its own codes"),
+    ("expost", "flexae", "ae"): ("Does a learned prior beat an ex-post GMM?", "flexae", "ae", "fid", "gmm_fid", "FlexAE prior vs AE + GMM samples"),
+    ("expost", "flexae", "rae"): ("Does a learned prior beat an ex-post GMM?", "flexae", "rae", "fid", "gmm_fid", "FlexAE prior vs RAE + GMM samples"),
+    ("table1", "maskaae", "waegan"): ("Table 1: MaskAAE below WAE-GAN?", "maskaae", "waegan", "fid", "fid", "prior samples"),
+    ("table1", "waegan", "wae"): ("Table 1: WAE-GAN below WAE-MMD?", "waegan", "wae", "fid", "fid", "prior samples"),
+    ("table1", "vae", "vae-gaussian-fixed"): (
+        "Table 1: the VAE with cross-entropy below the VAE with a fixed-variance Gaussian?", "vae", "vae-gaussian-fixed", "fid", "fid", "prior samples"),
+    ("table1", "twostage-gaussian-learned", "vae-gaussian-learned"): (
+        "Table 1: the two-stage VAE below the VAE with learned variance?", "twostage-gaussian-learned", "vae-gaussian-learned", "fid", "fid",
+        "prior samples"),
+    ("table5", "flexae-c4", "flexae-c1"): (
+        "Table 5: a mid-capacity prior generator (4) beats the smallest (1)?", "flexae-c4", "flexae-c1", "fid", "fid", "prior samples"),
+    ("table5", "flexae-c4", "flexae"): (
+        "Table 5: a mid-capacity prior generator (4) beats the largest (6)?", "flexae-c4", "flexae", "fid", "fid", "prior samples"),
+}
+
+
+def second_half_questions(df, labels: dict[str, str], metric: str = "fid") -> dict[tuple, tuple[str, str, str, str]]:
+    """The verdict rows of the lecture's second half, keyed as :data:`SECOND_HALF`, for the rows whose
+    two variants are both in ``df`` (left and right of each row: "is left's score below right's?")."""
+    name = METRICS.get(metric, metric)
+    present = set(df.variant)
+    rows = {}
+    for key, (question, left, right, left_key, right_key, what) in SECOND_HALF.items():
+        if left not in present or right not in present:
+            continue
+        right_set = " (its GMM)" if right_key == "gmm_fid" else ""
+        rows[key] = (question, f"{labels[left]} vs {labels[right]}{right_set}, {name}",
+                     *lower(df, left, right, left_key, right_key, what, metric))
     return rows

@@ -147,3 +147,29 @@ def test_the_gap_is_also_judged_with_both_mixtures_fitted_to_draws():
     verdict, details = verdicts.lower(df, "hebae", "vae", "draws_gap", "draws_gap", "gap")
     assert verdict == "partly" and "for the claim 2, against 2" in details
     assert verdicts._metric_key("draws_gap", "kid") == "kid_draws_gap"
+
+
+def test_second_half_variants_and_rows():
+    rows = []
+    for dataset in ("mnist", "fashion"):
+        for seed in (0, 1):
+            base = {"dataset": dataset, "seed": seed, "lam": 1.0, "fid_se": 1.0, "gmm_fid_se": 1.0}
+            rows += [
+                {**base, "model": "vae", "likelihood": "bernoulli", "fid": 100.0, "gmm_fid": 80.0},
+                {**base, "model": "vae", "likelihood": "gaussian-learned", "fid": 120.0, "gmm_fid": 90.0},
+                {**base, "model": "flexae", "likelihood": "bernoulli", "prior_capacity": 6, "fid": 60.0, "gmm_fid": 70.0},
+                {**base, "model": "flexae", "likelihood": "bernoulli", "prior_capacity": 4, "fid": 61.0, "gmm_fid": 70.0},
+                {**base, "model": "ae", "likelihood": "bernoulli", "fid": 200.0, "gmm_fid": 65.0},
+            ]
+    df = pd.DataFrame(rows)
+    df["variant"] = df.apply(verdicts.variant, axis=1)
+    assert sorted(df.variant.unique()) == ["ae", "flexae", "flexae-c4", "vae", "vae-gaussian-learned"]
+    labels = {v: v.upper() for v in df.variant.unique()}
+    got = verdicts.second_half_questions(df, labels)
+    # Only rows whose two variants are stored; WAE-GAN, AAE, RAE, capacity 1 and the two-stage VAE are not.
+    assert set(got) == {("learned", "flexae", "vae"), ("expost", "flexae", "flexae"), ("expost", "flexae", "ae"),
+                        ("table5", "flexae-c4", "flexae")}
+    assert got[("learned", "flexae", "vae")][2] == "yes"  # 60 below 100 by far more than the errors
+    assert got[("expost", "flexae", "flexae")][2] == "yes" and "(its GMM)" in got[("expost", "flexae", "flexae")][1]
+    assert got[("expost", "flexae", "ae")][2] == "yes"  # against AE + GMM's 65
+    assert got[("table5", "flexae-c4", "flexae")][2] == verdicts.TOO_CLOSE  # 61 vs 60 with errors of 1

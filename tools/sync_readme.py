@@ -1,6 +1,6 @@
 """Copy the results tables that the chapters write into README.md: ``results/<name>.md`` goes
 between the markers ``<!-- <name>:start -->`` and ``<!-- <name>:end -->``, for each name in
-``BLOCKS`` (the MNIST chapter's claims, the landscape and CelebA chapters' answers)."""
+``BLOCKS`` (the MNIST chapter's claims, the landscape, CelebA and amortisation chapters' answers)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCKS = ("mnist-claims", "landscape-answers", "celeba-answers")
+BLOCKS = ("mnist-claims", "landscape-answers", "celeba-answers", "amortisation-answers")
 
 
 def main() -> int:
