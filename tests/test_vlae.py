@@ -137,3 +137,37 @@ def test_posterior_works_under_no_grad(page):
 def test_bad_parameters_give_one_clear_error(page, options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         experiment.configure(page["VLAE"], dataset="synthetic", profile="smoke", **options)
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian-fixed", "gaussian-learned"])
+def test_gaussian_decoders_take_a_gauss_newton_step(page, likelihood):
+    """With N(x; sigmoid f(z), γ I) the gradient is exact and Λ is the Gauss–Newton matrix JᵀJ/γ + I
+    of the mean's Jacobian J (the sigmoid's curvature left out)."""
+    model = _model(page, likelihood=likelihood)
+    if likelihood == "gaussian-learned":
+        with torch.no_grad():
+            model.log_gamma.fill_(-1.3)
+    gamma = model.log_gamma.exp().item() if likelihood == "gaussian-learned" else 1.0
+    x, z = _images(3), torch.randn(3, 3, dtype=torch.float64)
+    for i in range(len(x)):
+        log_joint = lambda v: model.log_likelihood(x[i : i + 1], v.unsqueeze(0).unsqueeze(0)).sum() + standard_normal_logpdf(v)
+        v = z[i].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(log_joint(v), v)
+        torch.testing.assert_close(model.gradient(x[i : i + 1], z[i : i + 1])[0], grad.to(torch.float64), rtol=1e-4, atol=1e-5)
+        J = torch.autograd.functional.jacobian(lambda u: torch.sigmoid(model.decoder(u.unsqueeze(0)).flatten()), z[i])
+        W, _ = model.jacobian(z[i : i + 1])
+        torch.testing.assert_close(W[0], J)
+        _, L = model.laplace(x[i : i + 1])
+        mu = model.mode(x[i : i + 1])
+        Jm = torch.autograd.functional.jacobian(lambda u: torch.sigmoid(model.decoder(u.unsqueeze(0)).flatten()), mu[0].detach())
+        torch.testing.assert_close(L[0] @ L[0].T, Jm.T @ Jm / gamma + torch.eye(3, dtype=torch.float64))
+    terms = model.loss(_images(6))
+    assert torch.isfinite(terms["objective"]) and ("gamma" in terms) == (likelihood == "gaussian-learned")
+
+
+def test_declaring_the_likelihood_leaves_the_default_run_as_it_was(page):
+    config, _ = experiment.configure(page["VLAE"], profile="reduced", device="cpu")
+    assert config["likelihood"] == "bernoulli"
+    from hebae import runs
+
+    assert runs.run_id(config) == "vlae-ea27d2e977cb"  # the id of the stored reduced run (results/), made before the option
