@@ -98,8 +98,11 @@ def main() -> int:
         dataset, make_points = GRIDS[name]
         points = make_points(profile)
         configs = [grids.configure(p, classes(), dataset=dataset, profile=profile)[0] for p in points]
-        new = [(p, c) for p, c in zip(points, configs) if runs.find(c) is None and c not in [t[1] for t in todo]]
-        print(f"grid {name} at the {profile} profile: {len(points)} runs, {len(points) - len(new)} stored, {len(new)} to make")
+        missing = [(p, c) for p, c in zip(points, configs) if runs.find(c) is None]
+        new = [(p, c) for p, c in missing if c not in [t[1] for t in todo]]  # a run two grids share is made once
+        shared = f" ({len(missing) - len(new)} of them listed by an earlier grid)" if len(missing) > len(new) else ""
+        print(f"grid {name} at the {profile} profile: {len(points)} runs, {len(points) - len(missing)} stored, "
+              f"{len(missing)} to make{shared}")
         todo += [(p, c, dataset) for p, c in new]
         total += len(points)
     if args.dry_run:
