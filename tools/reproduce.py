@@ -39,6 +39,7 @@ GRIDS = {
     **{f"landscape2-{d}": (d, grids.landscape_part2) for d in grids.LANDSCAPE_DATASETS},
     "flexae-ladder": ("mnist", grids.flexae_ladder),
     "amortisation": ("mnist", grids_amortisation.amortisation),
+    "amortisation-fashion": ("fashion", grids_amortisation.amortisation),
     # The latent-dimension chapter; a model whose page is not in the book yet is left out.
     **{f"latent-{d}": (d, lambda profile, d=d: grids_latent.latent(d, profile, classes())) for d in grids_latent.LATENT_DATASETS},
 }
