@@ -59,7 +59,7 @@ browser-check: book
 
 # One or more grids of runs (mnist-paper, mnist-cpu, mnist-ablations, celeba, landscape-mnist,
 # landscape-fashion, landscape2-mnist, landscape2-fashion, flexae-ladder, amortisation, amortisation-fashion,
-# latent-synthetic8, latent-synthetic16, latent-mnist;
+# amortisation-gaussian, latent-synthetic8, latent-synthetic16, latent-mnist;
 # GRID="a b" for several); stored runs are skipped, killed ones resume.
 # EXECUTOR=slurm hands them to a cluster.
 reproduce: $(STAMP)
@@ -69,7 +69,7 @@ reproduce: $(STAMP)
 # is stored as it finishes, and a measured warm-up first prints the predicted wall time.
 # On a GPU: make paper DEVICE=cuda (JOBS groups in flight at once; TF32=1 for TF32 arithmetic).
 PAPER_GRIDS := mnist-paper mnist-ablations celeba landscape-mnist landscape-fashion landscape2-mnist landscape2-fashion \
-	flexae-ladder amortisation amortisation-fashion latent-synthetic8 latent-synthetic16 latent-mnist
+	flexae-ladder amortisation amortisation-fashion amortisation-gaussian latent-synthetic8 latent-synthetic16 latent-mnist
 paper: JOBS = 4
 paper: $(STAMP)
 	$(PY) tools/reproduce.py --grid $(PAPER_GRIDS) --profile paper --device $(DEVICE) --jobs $(JOBS) --forecast $(if $(filter 1,$(TF32)),--tf32,)

@@ -40,6 +40,7 @@ GRIDS = {
     "flexae-ladder": ("mnist", grids.flexae_ladder),
     "amortisation": ("mnist", grids_amortisation.amortisation),
     "amortisation-fashion": ("fashion", grids_amortisation.amortisation),
+    "amortisation-gaussian": ("mnist", grids_amortisation.amortisation_gaussian),
     # The latent-dimension chapter; a model whose page is not in the book yet is left out.
     **{f"latent-{d}": (d, lambda profile, d=d: grids_latent.latent(d, profile, classes())) for d in grids_latent.LATENT_DATASETS},
 }

@@ -65,6 +65,16 @@ def amortisation(profile: str) -> list[dict]:
     return points
 
 
+def amortisation_gaussian(profile: str) -> list[dict]:
+    """The supplement's Gaussian decoder (γ learned with the weights) for the two pages that offer
+    it, the VAE and VLAE at each T of the profile, with the grid's other settings."""
+    profile = profiles.resolve(profile)
+    common = {"latent_dim": LATENT_DIM, "lam": None, "likelihood": "gaussian-learned", **SCALE[profile]}
+    return [p for s in GRID_SEEDS[profile]
+            for p in [{"model": "vae", "seed": s, **common},
+                      *({"model": "vlae", "seed": s, "updates": t, **common} for t in UPDATES[profile])]]
+
+
 def gap_settings(profile: str, model: str) -> gaps.Settings:
     """The gap computation for a run of ``model`` at ``profile``: its own family, plus the full
     covariance where that is not its own (so every model is also measured against one family)."""
