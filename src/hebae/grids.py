@@ -82,12 +82,17 @@ LANDSCAPE_N_FID = {"paper": 10000, "reduced": 200, "smoke": 16}
 LANDSCAPE_SEEDS = {"paper": SEEDS, "reduced": (0, 1), "smoke": (0,)}
 
 
+def _landscape_common(profile: str) -> dict:
+    """What every landscape point shares: k = 16 and the profile's FID sample size."""
+    return {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
+
+
 def landscape(profile: str) -> list[dict]:
     """The runs behind the landscape chapter, for one dataset (the same points for each), seed
     by seed, so that an interrupted grid has whole seeds."""
     profile = profiles.resolve(profile)
     betas = LANDSCAPE_BETAS[:1] if profile == "smoke" else LANDSCAPE_BETAS
-    common = {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
+    common = _landscape_common(profile)
     return [
         {"model": m, "lam": lam, "seed": s, **common}
         for s in LANDSCAPE_SEEDS[profile]
@@ -113,16 +118,14 @@ FLEXAE_LADDER_SEEDS = {"paper": SEEDS, "reduced": (0,), "smoke": (0,)}
 def landscape_part2(profile: str) -> list[dict]:
     """The runs behind the landscape's second half, for one dataset, seed by seed."""
     profile = profiles.resolve(profile)
-    common = {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
-    return [{"model": m, "lam": None, "seed": s, **options, **common}
+    return [{"model": m, "lam": None, "seed": s, **options, **_landscape_common(profile)}
             for s in LANDSCAPE_SEEDS[profile] for m, options in LANDSCAPE_PART2]
 
 
 def flexae_ladder(profile: str) -> list[dict]:
     """FlexAE at every capacity of its prior generator (MNIST), seed by seed."""
     profile = profiles.resolve(profile)
-    common = {"latent_dim": 16, "n_fid": LANDSCAPE_N_FID[profile]}
-    return [{"model": "flexae", "lam": None, "seed": s, "prior_capacity": c, **common}
+    return [{"model": "flexae", "lam": None, "seed": s, "prior_capacity": c, **_landscape_common(profile)}
             for s in FLEXAE_LADDER_SEEDS[profile] for c in FLEXAE_CAPACITIES]
 
 

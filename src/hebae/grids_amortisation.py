@@ -24,9 +24,6 @@ from . import experiment, gaps, paths, profiles
 from .grids import SEEDS
 
 LATENT_DIM = 20
-# The data sets the grid runs on; the same points on each (grid ``amortisation`` on MNIST,
-# ``amortisation-fashion`` on Fashion-MNIST, which takes MNIST's settings).
-DATASETS = ("mnist", "fashion")
 UPDATES = {"paper": (1, 2, 4, 8), "reduced": (1, 4), "smoke": (1, 2)}
 # The option that sets T on each model's page.
 T_OPTION = {"vlae": "updates", "savae": "svi_steps", "hf": "flows", "iaf": "flows"}
